@@ -1,0 +1,38 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all lint bench clean install
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import lightning_sr, lightning, hydra, torch" && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## train the embedded default end to end (CPU ok, about 4 minutes), then evaluate it
+	$(BIN)/python train.py hydra.run.dir=outputs/demo
+	$(BIN)/python evaluate.py ckpt_path=outputs/demo/checkpoints/last.ckpt hydra.run.dir=outputs/demo/eval
+	@echo "demo: metrics in outputs/demo/metrics.json, samples in outputs/demo/samples/"
+
+test: $(STAMP)  ## the test suite (slow tests included; about 10 minutes on 2 CPU cores)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lightning_sr tests bench train.py evaluate.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_step.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache

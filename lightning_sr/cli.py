@@ -1,0 +1,63 @@
+"""Entry-point glue: run a task, turn lightning-sr errors into one line, keep a failed job's record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lightning_sr.errors import LightningSRError
+
+log = logging.getLogger("lightning_sr")
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+    """Run ``task``; return the headline PSNR (for Hydra sweepers).
+
+    A :class:`LightningSRError` prints one line (``error: ...``), marks the job failed in its
+    metrics.json and exits with status 2; in a multirun the other jobs still run.
+    """
+    from lightning_sr.run import atomic_write_text, overrides_of, run_dir_of
+
+    try:
+        metrics = task(cfg)
+        return metrics.get("psnr")
+    except (LightningSRError, KeyboardInterrupt) as e:
+        msg = f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt) else "interrupted"
+        _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        log.error("error: %s", e)
+        if _is_multirun():
+            return None
+        sys.exit(2)
+    except Exception as e:
+        _record_failure(cfg, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", atomic_write_text, overrides_of,
+                        run_dir_of)
+        raise
+
+
+def _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of) -> None:
+    try:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if getattr(rank_zero_only, "rank", 0) != 0:
+            return
+        run_dir = run_dir_of(cfg)
+        atomic_write_text(run_dir / "metrics.json", json.dumps(
+            {"status": "failed", "error": msg, "name": cfg.get("name"), "overrides": overrides_of()}, indent=2) + "\n")
+    except Exception:  # never hide the original error
+        pass

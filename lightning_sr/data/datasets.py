@@ -1,0 +1,138 @@
+"""Datasets. Every image is decoded once (at set-up, in parallel threads) and kept as uint8
+tensors; LR images are made once per image (or read from an LR folder), never per sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lightning_sr.data.degradation import degrade
+from lightning_sr.data.io import list_images, read_rgb
+from lightning_sr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageSet:
+    """A named folder of HR images, optionally with a matching LR folder."""
+
+    name: str
+    hr_dir: str
+    lr_dir: str | None = None
+    layout: str = "<dir>/*.png"
+
+
+@dataclass
+class Pair:
+    name: str
+    hr: torch.Tensor  # uint8 (3, H, W), H and W multiples of scale
+    lr: torch.Tensor  # uint8 (3, H/scale, W/scale)
+
+
+def _find_lr(lr_files: dict[str, Path], stem: str, scale: int) -> Path | None:
+    for key in (stem, f"{stem}x{scale}", f"{stem}_x{scale}", f"{stem}_LR", f"{stem}_lr"):
+        if key in lr_files:
+            return lr_files[key]
+    return None
+
+
+def _to_tensor(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_pairs(image_set: ImageSet, scale: int, degradation: str = "bicubic", blur_sigma: float = 1.6,
+               min_hr_size: int = 0, workers: int = 4) -> list[Pair]:
+    """Decode every image of ``image_set`` once and pair it with its LR image.
+
+    Images smaller than ``min_hr_size`` (after cropping to a multiple of ``scale``) are skipped
+    with one warning that counts them; if none are left, a :class:`DataError` says so.
+    """
+    hr_files = list_images(image_set.hr_dir, f"HR folder of {image_set.name!r}", image_set.layout)
+    lr_files = None
+    if image_set.lr_dir:
+        lr_files = {p.stem: p for p in list_images(image_set.lr_dir, f"LR folder of {image_set.name!r}",
+                                                   image_set.layout)}
+
+    def load(path: Path) -> Pair | None:
+        hr = read_rgb(path)
+        h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+        if min(h, w) < max(min_hr_size, scale):
+            return None
+        hr = hr[:h, :w]
+        if lr_files is not None:
+            lr_path = _find_lr(lr_files, path.stem, scale)
+            if lr_path is None:
+                raise DataError(f"no LR image for {path} in {image_set.lr_dir} (looked for {path.stem}.* and "
+                                f"{path.stem}x{scale}.*)")
+            lr = read_rgb(lr_path)
+            if lr.shape[0] * scale != h or lr.shape[1] * scale != w:
+                raise DataError(f"LR/HR size mismatch for pair {lr_path} {lr.shape[1]}x{lr.shape[0]} and {path} "
+                                f"{w}x{h} at scale {scale}: the LR image must be the HR size / {scale}")
+            return Pair(path.stem, _to_tensor(hr), _to_tensor(lr))
+        lr = degrade(_to_tensor(hr).double(), scale, degradation, blur_sigma)
+        return Pair(path.stem, _to_tensor(hr), lr.round().clamp(0, 255).to(torch.uint8))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(load, hr_files))
+    pairs = [p for p in results if p is not None]
+    skipped = len(results) - len(pairs)
+    if skipped:
+        log.warning("%s: skipped %d of %d images smaller than %d px (patch size / scale)", image_set.name, skipped,
+                    len(results), max(min_hr_size, scale))
+    if not pairs:
+        raise DataError(f"{image_set.name}: none of the {len(results)} images in {image_set.hr_dir} is at least "
+                        f"{max(min_hr_size, scale)} px on each side; lower data.patch_size or use larger images")
+    return pairs
+
+
+class TrainPatchDataset(Dataset):
+    """Random aligned LR/HR patches with flips and 90-degree rotations, from cached pairs.
+
+    ``length`` samples make an epoch; sample ``i`` comes from image ``i % len(pairs)``.
+    """
+
+    def __init__(self, pairs: list[Pair], scale: int, patch_size: int, length: int, augment: bool = True):
+        self.pairs, self.scale, self.patch, self.length, self.augment = pairs, scale, patch_size, length, augment
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        pair = self.pairs[i % len(self.pairs)]
+        lp = self.patch // self.scale
+        _, lh, lw = pair.lr.shape
+        top, left = random.randint(0, lh - lp), random.randint(0, lw - lp)
+        lr = pair.lr[:, top:top + lp, left:left + lp]
+        s = self.scale
+        hr = pair.hr[:, top * s:(top + lp) * s, left * s:(left + lp) * s]
+        if self.augment:
+            if random.random() < 0.5:
+                lr, hr = lr.flip(-1), hr.flip(-1)
+            if random.random() < 0.5:
+                lr, hr = lr.flip(-2), hr.flip(-2)
+            if random.random() < 0.5:
+                lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
+        return {"lr": lr.float().div_(255), "hr": hr.float().div_(255)}
+
+
+class EvalImageDataset(Dataset):
+    """Whole images of one named set, for validation and testing (batch size 1)."""
+
+    def __init__(self, name: str, pairs: list[Pair]):
+        self.name, self.pairs = name, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        p = self.pairs[i]
+        return {"lr": p.lr.float() / 255, "hr": p.hr.float() / 255, "name": p.name, "index": i}

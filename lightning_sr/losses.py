@@ -1,0 +1,92 @@
+"""Losses for SR training: pixel, perceptual (VGG19 features) and adversarial."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_sr.errors import require
+from lightning_sr.pretrained import load_state_dict_file, resolve_pretrained
+
+VGG19_FILE = "vgg19-dcbfe0d2.pth"
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbfe0d2.pth"
+# torchvision vgg19().features indices of each conv layer (before its ReLU)
+VGG19_LAYERS = {
+    "conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10, "conv3_2": 12, "conv3_3": 14,
+    "conv3_4": 16, "conv4_1": 19, "conv4_2": 21, "conv4_3": 23, "conv4_4": 25, "conv5_1": 28, "conv5_2": 30,
+    "conv5_3": 32, "conv5_4": 34,
+}
+
+
+def pixel_loss(kind: str):
+    require(kind in ("l1", "mse"), f"model.loss={kind!r} is not supported; use l1 or mse")
+    return F.l1_loss if kind == "l1" else F.mse_loss
+
+
+class PerceptualLoss(nn.Module):
+    """Distance between VGG19 features of SR and HR (ImageNet-normalised inputs in [0, 1]).
+
+    ``layer`` is e.g. ``conv5_4`` (features before the ReLU, as in ESRGAN/BasicSR) or
+    ``relu5_4`` (after it, as in the SRGAN paper). Weights: ``weights_path`` or the torch hub cache.
+    """
+
+    def __init__(self, layer: str = "conv5_4", criterion: str = "l1", pretrained: bool = True,
+                 weights_path: str | None = None):
+        super().__init__()
+        from torchvision.models import vgg19
+
+        before_act = layer.startswith("conv")
+        base = layer.replace("relu", "conv")
+        require(base in VGG19_LAYERS, f"model.perceptual.layer={layer!r} is unknown; use e.g. conv5_4 or relu5_4")
+        last = VGG19_LAYERS[base] + (0 if before_act else 1)
+        net = vgg19(weights=None)
+        if pretrained:
+            path = resolve_pretrained(weights_path, VGG19_FILE, VGG19_URL, "model.perceptual.weights_path",
+                                      what="perceptual loss VGG19")
+            net.load_state_dict(load_state_dict_file(path))
+        else:
+            warnings.warn("perceptual loss with a RANDOM VGG19 (model.perceptual.pretrained=false): for tests only",
+                          stacklevel=2)
+        self.features = net.features[: last + 1].eval()
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.criterion = pixel_loss(criterion)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        f = lambda x: self.features((x - self.mean) / self.std)  # noqa: E731
+        return self.criterion(f(sr), f(hr).detach())
+
+
+class GANLoss(nn.Module):
+    """``vanilla`` (BCE) or ``relativistic`` (relativistic average, ESRGAN) adversarial losses."""
+
+    def __init__(self, kind: str = "vanilla"):
+        super().__init__()
+        require(kind in ("vanilla", "relativistic"), f"model.gan.type={kind!r}: use vanilla or relativistic")
+        self.kind = kind
+
+    @staticmethod
+    def _bce(logits, target: float):
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+    def generator_loss(self, fake_logits, real_logits):
+        if self.kind == "vanilla":
+            return self._bce(fake_logits, 1.0)
+        r, f = real_logits.detach(), fake_logits
+        return (self._bce(r - f.mean(), 0.0) + self._bce(f - r.mean(), 1.0)) / 2
+
+    def discriminator_loss(self, real_logits, fake_logits):
+        if self.kind == "vanilla":
+            return (self._bce(real_logits, 1.0) + self._bce(fake_logits, 0.0)) / 2
+        return (self._bce(real_logits - fake_logits.mean(), 1.0) + self._bce(fake_logits - real_logits.mean(),
+                                                                             0.0)) / 2

@@ -1,0 +1,115 @@
+"""Generators are built from a plain *spec* dict (``{"arch": ..., **kwargs}``).
+
+The spec is what checkpoints carry (``checkpoint["lsr_arch"]``) so a model, pruned or not,
+rebuilds without the original Hydra config, and the checkpoint loads with ``weights_only=True``.
+Compression that changes tensor shapes (channel pruning) is rebuilt by :func:`adapt_to_state_dict`,
+which resizes layers to the shapes the state dict holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_sr.errors import ConfigError
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        ARCHS[name] = fn
+        return fn
+
+    return deco
+
+
+# keys of the model config that are architecture arguments, per arch
+_ARCH_KEYS = {
+    "srresnet": ("res_blocks", "channels", "scale", "norm", "act", "skip", "res_scale"),
+}
+
+
+def arch_keys(arch: str) -> tuple[str, ...]:
+    return _ARCH_KEYS.get(arch, ())
+
+
+def spec_from_config(model_cfg: Mapping[str, Any], scale: int) -> dict[str, Any]:
+    """Model config node -> generator spec (plain python types)."""
+    arch = model_cfg.get("arch", "srresnet")
+    if arch not in ARCHS:
+        raise ConfigError(f"model.arch={arch!r} is unknown; use one of {', '.join(sorted(ARCHS))}")
+    spec: dict[str, Any] = {"arch": arch}
+    for k in arch_keys(arch):
+        if k == "scale":
+            spec[k] = int(scale)
+        elif k in model_cfg and model_cfg[k] is not None:
+            v = model_cfg[k]
+            spec[k] = list(v) if isinstance(v, (list, tuple)) or hasattr(v, "_iter_ex") else v
+    return spec
+
+
+def build_generator(spec: Mapping[str, Any]) -> nn.Module:
+    spec = dict(spec)
+    arch = spec.pop("arch")
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture {arch!r} in checkpoint/spec; known: {', '.join(sorted(ARCHS))}")
+    return ARCHS[arch](**{k: v for k, v in spec.items() if not k.startswith("_")})
+
+
+def adapt_to_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Resize Conv2d/BatchNorm2d/PReLU layers whose shapes differ from ``state_dict`` (pruned models)."""
+    for name, mod in list(model.named_modules()):
+        key = f"{name}.weight" if name else "weight"
+        if key not in state_dict:
+            continue
+        w = state_dict[key]
+        if isinstance(mod, nn.Conv2d) and tuple(w.shape) != tuple(mod.weight.shape):
+            new = nn.Conv2d(w.shape[1] * mod.groups, w.shape[0], mod.kernel_size, mod.stride, mod.padding,
+                            mod.dilation, mod.groups, mod.bias is not None, mod.padding_mode)
+        elif isinstance(mod, nn.BatchNorm2d) and w.shape[0] != mod.num_features:
+            new = nn.BatchNorm2d(w.shape[0], mod.eps, mod.momentum, mod.affine, mod.track_running_stats)
+        elif isinstance(mod, nn.PReLU) and w.numel() != mod.weight.numel():
+            new = nn.PReLU(w.numel())
+        else:
+            continue
+        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        setattr(parent, name.rsplit(".", 1)[-1], new)
+    return model
+
+
+def load_generator_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    adapt_to_state_dict(model, state_dict)
+    model.load_state_dict(state_dict)
+    return model
+
+
+@register("srresnet")
+def _srresnet(**kw):
+    from lightning_sr.models.srresnet import SRResNet
+
+    return SRResNet(**kw)
+
+
+class Bicubic(nn.Module):
+    """The bicubic baseline as a 'model' (MATLAB-compatible upscaling, no parameters)."""
+
+    def __init__(self, scale: int = 4):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        from lightning_sr.data.imresize import bicubic_upscale
+
+        return bicubic_upscale(x, self.scale).clamp(0, 1)
+
+
+_ARCH_KEYS["bicubic"] = ("scale",)
+
+
+@register("bicubic")
+def _bicubic(**kw):
+    return Bicubic(**kw)

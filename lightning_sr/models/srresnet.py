@@ -1,0 +1,67 @@
+"""SRResNet generator (Ledig et al. 2017), the generator of SRGAN.
+
+head (9x9 conv + act) -> ``body`` (an ``nn.ModuleList`` of residual blocks, indexable so that
+block pruning and early exits address blocks by position) -> ``body_tail`` (conv + norm) with
+the long skip from the head -> ``upsampler`` -> ``tail`` (9x9 conv to RGB), plus an optional
+global skip that adds the bicubic/bilinear upscaled input.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_sr.data.imresize import bicubic_upscale
+from lightning_sr.errors import require
+from lightning_sr.models.blocks import SCALES, ResidualBlock, Upsampler, make_act, make_norm
+
+SKIPS = ("bicubic", "bilinear", "none")
+
+
+def upscale_input(x: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
+    if mode == "bicubic":
+        return bicubic_upscale(x, scale)
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+def validate_srresnet_args(res_blocks: int, channels: int, scale: int, norm: str, skip: str) -> None:
+    """One place for the checks that every SRResNet-shaped model shares."""
+    require(isinstance(res_blocks, int) and res_blocks >= 0,
+            f"model.res_blocks={res_blocks} is impossible; use an integer >= 0")
+    require(isinstance(channels, int) and channels > 0, f"model.channels={channels} is impossible; use an integer > 0")
+    require(scale in SCALES, f"scale={scale} is not supported; use one of {', '.join(map(str, SCALES))}")
+    require(skip in SKIPS, f"model.skip={skip!r} is not supported; use one of {', '.join(SKIPS)}")
+    make_norm(norm, 1)
+
+
+class SRResNet(nn.Module):
+    def __init__(self, res_blocks: int = 16, channels: int = 64, scale: int = 4, norm: str = "batch",
+                 act: str = "prelu", skip: str = "none", in_channels: int = 3, res_scale: float = 1.0):
+        super().__init__()
+        validate_srresnet_args(res_blocks, channels, scale, norm, skip)
+        self.scale, self.skip = scale, skip
+        self.head = nn.Sequential(nn.Conv2d(in_channels, channels, 9, padding=4), make_act(act, channels))
+        self.body = nn.ModuleList(ResidualBlock(channels, norm, act, res_scale) for _ in range(res_blocks))
+        self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), make_norm(norm, channels))
+        self.upsampler = Upsampler(scale, channels, act)
+        self.tail = nn.Conv2d(channels, in_channels, 9, padding=4)
+
+    def trunk(self, feat: torch.Tensor, blocks=None) -> torch.Tensor:
+        for block in self.body if blocks is None else blocks:
+            feat = block(feat)
+        return feat
+
+    def reconstruct(self, head_feat: torch.Tensor, trunk_feat: torch.Tensor, x: torch.Tensor,
+                    upsampler: nn.Module | None = None, body_tail: nn.Module | None = None,
+                    tail: nn.Module | None = None) -> torch.Tensor:
+        """Long skip + upsampling + output conv (+ global skip). Exits pass their own heads."""
+        feat = (body_tail or self.body_tail)(trunk_feat) + head_feat
+        out = (tail or self.tail)((upsampler or self.upsampler)(feat))
+        if self.skip != "none":
+            out = out + upscale_input(x, self.scale, self.skip)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        return self.reconstruct(h, self.trunk(h), x)
