@@ -11,3 +11,15 @@ def _register_resolvers() -> None:
 
 
 _register_resolvers()
+
+
+def _quiet_known_warnings() -> None:
+    import warnings
+
+    # conf/hydra/launcher/submitit_local.yaml is complete on its own (it sets the launcher's _target_ and every key);
+    # sharing its name with hydra-submitit-launcher's own config makes Hydra 1.3 print a deprecation notice.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against ConfigStore",
+                            category=UserWarning)
+
+
+_quiet_known_warnings()

@@ -7,10 +7,13 @@ the checkpoint alone (pruned layers are resized to the stored shapes) with ``wei
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from lightning_sr.errors import ConfigError, WeightsError
@@ -52,3 +55,23 @@ def load_generator(path: str | Path, expect_arch: str | None = None, expect_scal
     model = build_generator(spec)
     load_generator_state(model, generator_state(ckpt))
     return model, spec
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning CheckpointIO plugin that never leaves a half-written checkpoint.
+
+    Writes to ``<name>.tmp-<pid>`` in the same folder, fsyncs it, then renames it over the target
+    (``os.replace`` is atomic on POSIX), so ``last.ckpt`` is always a complete file.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)

@@ -51,6 +51,12 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
 
 
 def _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of) -> None:
+    try:  # the job's W&B run ends as failed; the next job of a sweep in this process gets its own run
+        from lightning_sr.loggers import close_open_runs
+
+        close_open_runs(msg)
+    except Exception:
+        pass
     try:
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 

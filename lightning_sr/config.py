@@ -29,6 +29,12 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
         require(arch in ARCHS, f"model.arch={arch!r} is unknown; use one of {', '.join(sorted(ARCHS))}")
         # building the generator runs the architecture's own argument checks (cheap: no data involved)
         build_generator(generator_spec(cfg))
+        # a LightningModule may check its own arguments here too (static ``check_config(model_cfg)``)
+        from lightning_sr.modules import MODULES
+
+        check = getattr(MODULES.get(cfg.model.get("module", "sr")), "check_config", None)
+        if check is not None:
+            check(to_plain(cfg.model))
     if need_train:
         validate_data_config(cfg.data, scale)
         t = cfg.trainer

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from lightning_sr.data.datasets import EvalImageDataset, ImageSet, TrainPatchDataset, load_pairs
 from lightning_sr.data.embedded import materialize
+from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import ConfigError, DataError, require
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,9 @@ def resolve_sets(cfg: Any, scale: int) -> tuple[ImageSet | None, list[ImageSet]]
 
 
 class SRDataModule(L.LightningDataModule):
-    def __init__(self, cfg: Any, scale: int):
+    def __init__(self, cfg: Any, scale: int, seed: int = 0):
         super().__init__()
-        self.cfg, self.scale = cfg, scale
+        self.cfg, self.scale, self.seed = cfg, scale, int(seed)
         validate_data_config(cfg, scale)
         self.train_set: TrainPatchDataset | None = None
         self.eval_sets: list[EvalImageDataset] = []
@@ -83,7 +84,7 @@ class SRDataModule(L.LightningDataModule):
         if stage in (None, "fit") and train is not None:
             pairs = load_pairs(train, s, min_hr_size=c["patch_size"], **kw)
             self.train_set = TrainPatchDataset(pairs, s, c["patch_size"], c["iters_per_epoch"] * c["batch_size"],
-                                               c.get("augment", True))
+                                               c.get("augment", True), seed=self.seed)
             log.info("train: %d images from %s", len(pairs), train.hr_dir)
         elif stage in (None, "fit"):
             raise ConfigError(f"data={c.get('name')} has no training set; use data=div2k, data=folder or "
@@ -98,15 +99,25 @@ class SRDataModule(L.LightningDataModule):
         nw = self.cfg.get("num_workers", 0)
         return dict(num_workers=nw, pin_memory=self.cfg.get("pin_memory", True), persistent_workers=nw > 0)
 
+    def _rank_world(self) -> tuple[int, int]:
+        t = self.trainer
+        return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
+    def _global_step(self) -> int:
+        return self.trainer.global_step if self.trainer is not None else 0
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.cfg["batch_size"], shuffle=True, drop_last=True,
+        rank, world = self._rank_world()
+        sampler = ResumableSampler(len(self.train_set), self.cfg["batch_size"], self._global_step, rank, world)
+        return DataLoader(self.train_set, batch_size=self.cfg["batch_size"], sampler=sampler, drop_last=True,
                           **self._loader_kwargs())
 
     def _eval_loaders(self) -> list[DataLoader]:
         kw = self._loader_kwargs()
         kw["num_workers"] = min(kw["num_workers"], 1)
         kw["persistent_workers"] = kw["num_workers"] > 0
-        return [DataLoader(d, batch_size=1, shuffle=False, **kw) for d in self.eval_sets]
+        rank, world = self._rank_world()
+        return [DataLoader(d, batch_size=1, sampler=ShardSampler(len(d), rank, world), **kw) for d in self.eval_sets]
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders()

@@ -97,29 +97,35 @@ def load_pairs(image_set: ImageSet, scale: int, degradation: str = "bicubic", bl
 class TrainPatchDataset(Dataset):
     """Random aligned LR/HR patches with flips and 90-degree rotations, from cached pairs.
 
-    ``length`` samples make an epoch; sample ``i`` comes from image ``i % len(pairs)``.
+    Sample number ``i`` (any non-negative integer; ``length`` of them make an epoch) determines
+    everything about the sample: image ``i % len(pairs)``, crop and augmentation drawn from a
+    generator seeded with (``seed``, ``i``). No global random state is involved, so runs are
+    reproducible across workers, ranks and resumes.
     """
 
-    def __init__(self, pairs: list[Pair], scale: int, patch_size: int, length: int, augment: bool = True):
+    def __init__(self, pairs: list[Pair], scale: int, patch_size: int, length: int, augment: bool = True,
+                 seed: int = 0):
         self.pairs, self.scale, self.patch, self.length, self.augment = pairs, scale, patch_size, length, augment
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int):
+        rng = random.Random(self.seed * 1_000_003 + int(i))
         pair = self.pairs[i % len(self.pairs)]
         lp = self.patch // self.scale
         _, lh, lw = pair.lr.shape
-        top, left = random.randint(0, lh - lp), random.randint(0, lw - lp)
+        top, left = rng.randint(0, lh - lp), rng.randint(0, lw - lp)
         lr = pair.lr[:, top:top + lp, left:left + lp]
         s = self.scale
         hr = pair.hr[:, top * s:(top + lp) * s, left * s:(left + lp) * s]
         if self.augment:
-            if random.random() < 0.5:
+            if rng.random() < 0.5:
                 lr, hr = lr.flip(-1), hr.flip(-1)
-            if random.random() < 0.5:
+            if rng.random() < 0.5:
                 lr, hr = lr.flip(-2), hr.flip(-2)
-            if random.random() < 0.5:
+            if rng.random() < 0.5:
                 lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
         return {"lr": lr.float().div_(255), "hr": hr.float().div_(255)}
 

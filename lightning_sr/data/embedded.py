@@ -38,7 +38,7 @@ def materialize(root: str | Path | None = None) -> dict[str, Path]:
         for n in names:
             f = folder / f"{n}.png"
             if not f.exists():
-                tmp = folder / f".{n}.tmp.png"
+                tmp = folder / f".{n}.{os.getpid()}.tmp.png"  # per process: parallel jobs may write at once
                 write_rgb(tmp, _load(n))
                 os.replace(tmp, f)
         out[split] = folder

@@ -18,7 +18,8 @@ def list_images(folder: str | Path, what: str = "image folder", layout: str = ""
     hint = f" (expected layout: {layout})" if layout else ""
     if not p.is_dir():
         raise DataError(f"{what} {p} does not exist{hint}")
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMG_EXTS and f.is_file())
+    files = sorted(f for f in p.iterdir()  # hidden files (temporaries being written, ._ files) are not images
+                   if f.suffix.lower() in IMG_EXTS and not f.name.startswith(".") and f.is_file())
     if not files:
         raise DataError(f"{what} {p} holds no images ({', '.join(IMG_EXTS)}){hint}")
     return files
@@ -39,7 +40,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
                     im = im.convert("RGBA")
                     bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                     im = Image.alpha_composite(bg, im)
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+                arr = np.array(im.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e.__class__.__name__}: {e}; replace or remove the file") from e
     return np.ascontiguousarray(arr)

@@ -94,6 +94,16 @@ def _srresnet(**kw):
     return SRResNet(**kw)
 
 
+_ARCH_KEYS["multi_exit"] = ("res_blocks", "exits", "channels", "scale", "norm", "act", "skip", "res_scale")
+
+
+@register("multi_exit")
+def _multi_exit(**kw):
+    from lightning_sr.models.multi_exit import MultiExitSRResNet
+
+    return MultiExitSRResNet(**kw)
+
+
 class Bicubic(nn.Module):
     """The bicubic baseline as a 'model' (MATLAB-compatible upscaling, no parameters)."""
 

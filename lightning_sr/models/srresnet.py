@@ -46,6 +46,9 @@ class SRResNet(nn.Module):
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), make_norm(norm, channels))
         self.upsampler = Upsampler(scale, channels, act)
         self.tail = nn.Conv2d(channels, in_channels, 9, padding=4)
+        if skip != "none":  # start exactly at the upscaled input; the body learns the residual
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
     def trunk(self, feat: torch.Tensor, blocks=None) -> torch.Tensor:
         for block in self.body if blocks is None else blocks:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from lightning_sr.errors import ConfigError
 from lightning_sr.modules.base import SRBaseModule, metric_key
+from lightning_sr.modules.multi_exit import MultiExitModule
 from lightning_sr.modules.sr import SRModule
 from lightning_sr.modules.srgan import SRGANModule
 
 MODULES: dict[str, type[SRBaseModule]] = {"sr": SRModule, "srgan": SRGANModule, "eval": SRBaseModule}
+MODULES["multi_exit"] = MultiExitModule
 
 
 def register_module(name: str, cls: type[SRBaseModule]) -> None:
@@ -20,4 +22,5 @@ def module_class(name: str) -> type[SRBaseModule]:
     return MODULES[name]
 
 
-__all__ = ["MODULES", "SRBaseModule", "SRGANModule", "SRModule", "metric_key", "module_class", "register_module"]
+__all__ = ["MODULES", "MultiExitModule", "SRBaseModule", "SRGANModule", "SRModule", "metric_key", "module_class",
+           "register_module"]

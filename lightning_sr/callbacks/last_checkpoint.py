@@ -1,0 +1,49 @@
+"""``last.ckpt``: written every N steps, at the end of training, and on SIGTERM / Ctrl-C / a crash.
+
+With ``resume`` (the default) a run started again in the same run folder continues from it; the
+checkpoint write goes through :class:`lightning_sr.checkpoint.AtomicCheckpointIO`, so a kill in the
+middle of a write never leaves a truncated ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+class LastCheckpoint(L.Callback):
+    def __init__(self, dirpath: str, every_n_steps: int = 100, filename: str = "last.ckpt",
+                 on_exception: bool = True):
+        super().__init__()
+        self.path = Path(dirpath) / filename
+        self.every_n_steps = max(1, int(every_n_steps))
+        self.save_on_exception = on_exception
+        self._saved_step = -1
+
+    def _save(self, trainer: L.Trainer, why: str) -> None:
+        if trainer.global_step == self._saved_step or trainer.sanity_checking:
+            return
+        trainer.save_checkpoint(str(self.path))
+        self._saved_step = trainer.global_step
+        log.debug("saved %s at step %d (%s)", self.path, trainer.global_step, why)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer, "periodic")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer, "end of training")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not self.save_on_exception or trainer.global_step == 0:
+            return
+        try:
+            self._save(trainer, type(exception).__name__)
+            log.warning("%s: saved %s at step %d; run the same command again to resume",
+                        type(exception).__name__, self.path, trainer.global_step)
+        except Exception as e:  # never mask the original exception
+            log.error("could not save %s after %s: %s", self.path, type(exception).__name__, e)

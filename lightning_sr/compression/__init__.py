@@ -1,0 +1,6 @@
+"""Compression techniques as Lightning callbacks, selected by the ``compression`` config group.
+
+Composed techniques act in the order given on the command line (``compression=[block_prune,channel_prune]``);
+see docs/compression.md. Structural ones (block and channel pruning) change the generator once, in
+``setup(stage="fit")``, before optimisers exist.
+"""

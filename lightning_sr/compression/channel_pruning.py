@@ -1,0 +1,336 @@
+"""Physical channel pruning: tensors shrink for real (fewer MACs, smaller files, faster inference).
+
+Torch-Pruning's dependency graph finds the channels that must go together: the trunk channels of
+all residual blocks are one group (coupled by the additions and the long skip from the head), each
+block's inner channels (conv1 out = conv2 in) are a group of their own. Channels are ranked by
+``importance`` (``l1``/``l2``: group magnitude; ``taylor``: ``|w * dL/dw|`` with the gradient of
+the L1 loss on a calibration batch, centre crops of the first validation images), per layer
+(``global_pruning: false``) or across all groups (``true``), and ``ratio`` of them is removed.
+
+Protection (``protect``, module-name prefixes, default ``[head, tail]``): a protected convolution keeps
+its *output* channels, and so does every group it belongs to. With the head protected the trunk width
+stays and the blocks' inner channels (and the upsampler, below) are pruned; ``protect=[tail]`` prunes
+the trunk too. The tail's output (RGB) is never pruned.
+
+PixelShuffle: Torch-Pruning would map channel ``i`` of the convolution before a PixelShuffle(r) to
+channel ``i`` after it, but channel ``c`` after it is made of channels ``c*r^2 .. c*r^2+r^2-1`` before
+it. So convolutions that feed a PixelShuffle are never handed to Torch-Pruning. With
+``upsampler: group`` (default) each upsampler stage ``Sequential(conv, PixelShuffle, act)`` is pruned
+by :func:`prune_pixel_shuffle_stage`: shuffled channel ``c`` removes the ``r^2`` filters of the conv,
+the per-channel activation/norm parameters (if any) and input channel ``c`` of the next conv (next
+stage or tail), ranked by the same importance over those tensors (always per stage, at ``ratio``).
+With ``upsampler: ignore`` the upsampler keeps its width.
+
+The pruned checkpoint reloads without a config: ``lsr_arch`` + ``models.registry.adapt_to_state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+from lightning_sr.compression.common import (
+    StructuralCompression,
+    _outputs,
+    calibration_batch,
+    check,
+    check_choice,
+)
+from lightning_sr.errors import require
+
+IMPORTANCES = ("l1", "l2", "taylor")
+UPSAMPLER_MODES = ("group", "ignore")
+KEY = "compression.channel_prune"
+
+
+# ----- structure ------------------------------------------------------------------------------------------
+def is_pixel_shuffle_stage(m: nn.Module) -> bool:
+    return isinstance(m, nn.Sequential) and len(m) >= 2 and isinstance(m[0], nn.Conv2d) \
+        and isinstance(m[1], nn.PixelShuffle)
+
+
+def pixel_shuffle_convs(gen: nn.Module) -> list[nn.Conv2d]:
+    """Every convolution that feeds a PixelShuffle (stages ``Sequential(conv, PixelShuffle, ...)``)."""
+    convs = [m[0] for m in gen.modules() if is_pixel_shuffle_stage(m)]
+    n_shuffles = sum(isinstance(m, nn.PixelShuffle) for m in gen.modules())
+    require(len(convs) == n_shuffles,
+            f"{KEY}: {type(gen).__name__} has a PixelShuffle outside a Sequential(conv, PixelShuffle, act) "
+            f"stage; channel pruning cannot map its channels safely")
+    return convs
+
+
+def upsampler_stages(gen: nn.Module) -> list[tuple[str, nn.Sequential, nn.Conv2d]]:
+    """(name, stage, consumer conv) for every upsampler stage: in every module that has an ``upsampler``
+    (stages) and a ``tail`` conv (an SRResNet, a multi-exit head), stage i feeds stage i+1's conv, the
+    last stage feeds the tail."""
+    names = {m: n for n, m in gen.named_modules()}
+    out = []
+    for owner in gen.modules():
+        ups, tail = getattr(owner, "upsampler", None), getattr(owner, "tail", None)
+        if not isinstance(ups, nn.Sequential) or not isinstance(tail, nn.Conv2d):
+            continue
+        stages = [s for s in ups if is_pixel_shuffle_stage(s)]
+        if len(stages) != len(ups):
+            continue
+        for i, st in enumerate(stages):
+            consumer = stages[i + 1][0] if i + 1 < len(stages) else tail
+            out.append((names[st], st, consumer))
+    return out
+
+
+def output_convs(gen: nn.Module) -> list[nn.Conv2d]:
+    """The convolutions that write the RGB output (``tail`` of the model and of every exit head)."""
+    return [m.tail for m in gen.modules() if isinstance(getattr(m, "tail", None), nn.Conv2d)]
+
+
+def protected_modules(gen: nn.Module, protect: Sequence[str]) -> list[nn.Module]:
+    """Conv layers under the given module-name prefixes; ConfigError for a name the model does not have."""
+    names = dict(gen.named_modules())
+    mods = []
+    for p in protect:
+        require(p in names, f"{KEY}.protect names {p!r}, which is not a module of {type(gen).__name__}; use names "
+                            f"such as head, tail, body.0, upsampler.0 (model.named_modules())")
+        mods += [m for m in names[p].modules() if isinstance(m, nn.Conv2d)]
+    return mods
+
+
+def _is_protected(name: str, protect: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in protect)
+
+
+# ----- the PixelShuffle stage: groups of r^2 channels -----------------------------------------------------------
+def _rows(idxs: Sequence[int], r2: int) -> list[int]:
+    return [c * r2 + k for c in idxs for k in range(r2)]
+
+
+def prune_pixel_shuffle_stage(stage: nn.Sequential, consumer: nn.Conv2d, idxs: Sequence[int]) -> None:
+    """Remove shuffled channels ``idxs`` of ``Sequential(conv, PixelShuffle(r), act...)``: the conv's output
+    channels ``c*r^2 .. c*r^2+r^2-1`` for every c, per-channel PReLU/BatchNorm entries c, and input channel c
+    of ``consumer`` (the conv that reads the stage's output)."""
+    conv, shuffle = stage[0], stage[1]
+    r2 = shuffle.upscale_factor ** 2
+    n = conv.out_channels // r2
+    idxs = sorted({int(i) for i in idxs})
+    require(all(0 <= i < n for i in idxs) and len(idxs) < n,
+            f"cannot prune shuffled channels {idxs} of a stage with {n} channels (at least one must stay)")
+    require(consumer.in_channels == n, f"the conv after the PixelShuffle reads {consumer.in_channels} channels, "
+                                       f"the stage gives {n}")
+    if not idxs:
+        return
+    tp.prune_conv_out_channels(conv, _rows(idxs, r2))
+    for m in list(stage)[2:]:
+        if isinstance(m, nn.PReLU) and m.num_parameters > 1:
+            tp.prune_prelu_out_channels(m, idxs)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            tp.prune_batchnorm_out_channels(m, idxs)
+        else:
+            require(not any(True for _ in m.parameters(recurse=True)) or isinstance(m, nn.PReLU),
+                    f"{KEY}: cannot prune {type(m).__name__} after a PixelShuffle; use upsampler=ignore")
+    tp.prune_conv_in_channels(consumer, idxs)
+
+
+def stage_importance(stage: nn.Sequential, consumer: nn.Conv2d, importance: str) -> torch.Tensor:
+    """Importance of each shuffled channel: over its r^2 filters and the consumer's input channel
+    (``l1``: sum |w|, ``l2``: sum w^2, ``taylor``: sum |w * grad|), like Torch-Pruning's group importance."""
+    conv = stage[0]
+    r2 = stage[1].upscale_factor ** 2
+    n = conv.out_channels // r2
+
+    def local(w: torch.Tensor) -> torch.Tensor:
+        if importance == "taylor":
+            require(w.grad is not None, f"{KEY}.importance=taylor needs gradients (none for this layer)")
+            return (w.detach() * w.grad.detach()).abs()
+        return w.detach().abs().pow(1 if importance == "l1" else 2)
+
+    out = local(conv.weight).reshape(n, -1).sum(1)
+    inp = local(consumer.weight).transpose(0, 1).reshape(n, -1).sum(1)
+    return (out + inp).float()
+
+
+def n_to_prune(channels: int, ratio: float, round_to: int | None = None) -> int:
+    """Channels to remove from ``channels`` at ``ratio`` (Torch-Pruning's rounding), at least one kept."""
+    n = channels - int(channels * (1 - ratio))
+    if round_to:
+        keep = channels - n
+        keep -= keep % round_to
+        n = channels - max(keep, round_to)
+    return max(0, min(n, channels - 1))
+
+
+# ----- the whole model ------------------------------------------------------------------------------------------
+def _example(gen: nn.Module) -> torch.Tensor:
+    p = next(gen.parameters())
+    c = next(m for m in gen.modules() if isinstance(m, nn.Conv2d)).in_channels
+    return torch.rand(1, c, 16, 16, device=p.device)
+
+
+class ChannelPlan:
+    """What channel pruning would touch in ``gen``: Torch-Pruning's groups and the upsampler stages."""
+
+    def __init__(self, gen: nn.Module, ratio: float, importance: str = "l2", global_pruning: bool = False,
+                 protect: Sequence[str] = ("head", "tail"), upsampler: str = "group", round_to: int | None = None):
+        self.gen, self.ratio, self.importance, self.round_to = gen, float(ratio), importance, round_to
+        protect = list(protect)
+        shuffle_convs = pixel_shuffle_convs(gen)
+        # protected layers, convs before a PixelShuffle (handled below) and the RGB output convs (never pruned)
+        ignored = protected_modules(gen, protect) + shuffle_convs + output_convs(gen)
+        imp = {"l1": lambda: tp.importance.MagnitudeImportance(p=1),
+               "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+               "taylor": lambda: tp.importance.TaylorImportance()}[importance]()
+        forward_fn = _forward_fn(gen)
+        was_training = gen.training
+        self.pruner = tp.pruner.MetaPruner(gen, _example(gen), importance=imp, pruning_ratio=self.ratio,
+                                           global_pruning=global_pruning, ignored_layers=ignored,
+                                           round_to=round_to, root_module_types=[nn.Conv2d], forward_fn=forward_fn)
+        gen.train(was_training)
+        self.groups = list(self.pruner.DG.get_all_groups(ignored_layers=self.pruner.ignored_layers,
+                                                         root_module_types=self.pruner.root_module_types))
+        self.stages = [] if upsampler == "ignore" else [
+            (name, st, cons) for name, st, cons in upsampler_stages(gen) if not _is_protected(name, protect)
+            and not _is_protected(name + ".0", protect)]
+
+    @property
+    def prunable(self) -> int:
+        return len(self.groups) + len(self.stages)
+
+    def prune(self, calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+        gen = self.gen
+        before = {n: m.out_channels for n, m in gen.named_modules() if isinstance(m, nn.Conv2d)}
+        if self.importance == "taylor":
+            require(calib is not None, f"{KEY}.importance=taylor needs a calibration batch")
+            _taylor_gradients(gen, *calib)
+        try:
+            if self.ratio > 0:
+                if self.groups:
+                    self.pruner.step()
+                for _, st, cons in self.stages:
+                    n = st[0].out_channels // st[1].upscale_factor ** 2
+                    k = n_to_prune(n, self.ratio, self.round_to)
+                    if k:
+                        order = torch.argsort(stage_importance(st, cons, self.importance), stable=True)
+                        prune_pixel_shuffle_stage(st, cons, order[:k].tolist())
+        finally:
+            for p in gen.parameters():
+                p.grad = None
+        with torch.no_grad():  # every shape must still fit (raises here, never later in training)
+            was_training = gen.training
+            _outputs(gen.eval(), _example(gen))
+            gen.train(was_training)
+        after = {n: m.out_channels for n, m in gen.named_modules() if isinstance(m, nn.Conv2d)}
+        changed = {n: [before[n], after[n]] for n in before if n in after and before[n] != after[n]}
+        return {"pruned_out_channels": changed, "groups": len(self.groups), "upsampler_stages": len(self.stages)}
+
+
+def _taylor_gradients(gen: nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> None:
+    was_training = gen.training
+    gen.eval()
+    gen.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        loss = sum(F.l1_loss(o, hr) for o in _outputs(gen, lr))
+        loss.backward()
+    gen.train(was_training)
+
+
+def _forward_fn(gen: nn.Module):
+    return (lambda m, x: _outputs(m, x)) if hasattr(gen, "forward_exits") else None
+
+
+def prune_out_channels(gen: nn.Module, name: str, idxs: Sequence[int]) -> None:
+    """Remove output channels ``idxs`` of convolution ``name`` and everything coupled to them, in place.
+
+    A conv before a PixelShuffle: ``idxs`` are channels after the shuffle, pruned by
+    :func:`prune_pixel_shuffle_stage`. Any other conv: its Torch-Pruning group (e.g. ``head.0`` takes the
+    trunk channel out of every block, the long skip and the first upsampler conv's input).
+    """
+    mod = gen.get_submodule(name)
+    require(isinstance(mod, nn.Conv2d), f"{name} is a {type(mod).__name__}, not a Conv2d")
+    for _, st, cons in upsampler_stages(gen):
+        if st[0] is mod:
+            prune_pixel_shuffle_stage(st, cons, idxs)
+            return
+    forbidden = set(pixel_shuffle_convs(gen)) | set(output_convs(gen))
+    require(mod not in forbidden, f"{name} writes the RGB output or feeds an unrecognised PixelShuffle; "
+                                  f"its output channels cannot be pruned")
+    was_training = gen.training
+    dg = tp.DependencyGraph().build_dependency(gen, example_inputs=_example(gen), forward_fn=_forward_fn(gen))
+    gen.train(was_training)
+    group = dg.get_pruning_group(mod, tp.prune_conv_out_channels, [int(i) for i in idxs])
+    for dep, _ in group:
+        require(not (dg.is_out_channel_pruning_fn(dep.handler) and dep.target.module in forbidden),
+                f"pruning {name} channels would prune the output channels of a protected layer")
+    group.prune()
+
+
+def prune_channels(gen: nn.Module, ratio: float, importance: str = "l2", global_pruning: bool = False,
+                   protect: Sequence[str] = ("head", "tail"), upsampler: str = "group", round_to: int | None = None,
+                   calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Prune ``gen`` in place (see the module docstring); returns which conv outputs changed."""
+    validate_args(ratio, importance, global_pruning, protect, upsampler, round_to)
+    plan = ChannelPlan(gen, ratio, importance, global_pruning, protect, upsampler, round_to)
+    require(plan.prunable > 0, nothing_prunable_message(gen, protect, upsampler))
+    return plan.prune(calib)
+
+
+def nothing_prunable_message(gen: nn.Module, protect: Sequence[str], upsampler: str) -> str:
+    hint = "remove 'head' from compression.channel_prune.protect (prunes the trunk width)" \
+        if "head" in protect else "use a model with residual blocks"
+    if upsampler == "ignore":
+        hint += " or set compression.channel_prune.upsampler=group"
+    return (f"{KEY}: nothing to prune in {type(gen).__name__} with "
+            f"res_blocks={len(getattr(gen, 'body', []))}: every channel group contains a protected layer "
+            f"(protect={list(protect)}, upsampler={upsampler}); {hint}")
+
+
+def validate_args(ratio, importance, global_pruning, protect, upsampler, round_to) -> None:
+    check(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 <= ratio < 1, f"{KEY}.ratio", ratio,
+          "is impossible; use the fraction of channels to remove, 0 <= ratio < 1 (e.g. 0.5)")
+    check_choice(f"{KEY}.importance", importance, IMPORTANCES)
+    check(isinstance(global_pruning, bool), f"{KEY}.global_pruning", global_pruning, "must be true or false")
+    check(isinstance(protect, (list, tuple)) and all(isinstance(p, str) for p in protect), f"{KEY}.protect",
+          protect, "must be a list of module names, e.g. [head, tail]")
+    check_choice(f"{KEY}.upsampler", upsampler, UPSAMPLER_MODES)
+    check(round_to is None or (isinstance(round_to, int) and round_to > 0), f"{KEY}.round_to", round_to,
+          "is impossible; use null or a positive integer (e.g. 8)")
+
+
+class ChannelPruning(StructuralCompression):
+    """Remove ``ratio`` of the prunable channels (Torch-Pruning + PixelShuffle-aware upsampler), then fine-tune."""
+
+    name = "channel_prune"
+
+    def __init__(self, ratio: float = 0.5, importance: str = "l2", global_pruning: bool = False,
+                 protect: Sequence[str] = ("head", "tail"), upsampler: str = "group", round_to: int | None = None,
+                 calib_images: int = 1, calib_crop: int = 48, evaluate: bool = True, eval_images: int | None = None):
+        protect = list(protect) if protect is not None and not isinstance(protect, str) else protect
+        validate_args(ratio, importance, global_pruning, protect, upsampler, round_to)
+        check(isinstance(calib_images, int) and calib_images > 0, f"{KEY}.calib_images", calib_images,
+              "is impossible; use an integer > 0")
+        check(isinstance(calib_crop, int) and calib_crop > 0, f"{KEY}.calib_crop", calib_crop,
+              "is impossible; use an LR crop size > 0")
+        super().__init__(evaluate, eval_images)
+        self.ratio, self.importance, self.global_pruning = float(ratio), importance, global_pruning
+        self.protect, self.upsampler, self.round_to = protect, upsampler, round_to
+        self.calib_images, self.calib_crop = calib_images, calib_crop
+        self._plan: ChannelPlan | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "importance": self.importance, "global_pruning": self.global_pruning,
+                "protect": list(self.protect), "upsampler": self.upsampler, "round_to": self.round_to}
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        gen = pl_module.generator
+        self._plan = ChannelPlan(gen, self.ratio, self.importance, self.global_pruning, self.protect,
+                                 self.upsampler, self.round_to)
+        require(self._plan.prunable > 0, nothing_prunable_message(gen, self.protect, self.upsampler))
+
+    def apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        plan, self._plan = self._plan, None
+        calib = calibration_batch(trainer, pl_module, self.calib_images, self.calib_crop) \
+            if self.importance == "taylor" else None
+        return plan.prune(calib)

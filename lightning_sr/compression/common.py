@@ -1,0 +1,281 @@
+"""What every structural compression callback shares (written once, used by all of them).
+
+* :func:`check` / :func:`check_choice`: validate a callback argument, one-line :class:`ConfigError`
+  naming the config key, the value and the fix.
+* :func:`evaluate_psnr`: PSNR of the generator on the validation sets of the datamodule.
+* :func:`calibration_batch`: a small, deterministic (LR, HR) batch (centre crops of the first
+  validation images) for data-driven criteria (``output_delta``, ``taylor``); the same on every rank.
+* :func:`restore_structure`: rebuild the generator from a checkpoint's ``lsr_arch`` + tensor shapes.
+* :class:`StructuralCompression`: the callback skeleton. It acts once, in ``setup(stage="fit")``:
+  Lightning calls it after the datamodule's ``setup`` and *before* the checkpoint is restored and
+  ``configure_optimizers`` runs, so the optimiser only ever sees the compressed parameters.
+  It measures PSNR/params/MACs before and after, logs them to every logger
+  (``compression/<name>/...``) and appends an entry to ``pl_module.compression_log``, which
+  ``run.py`` writes into ``metrics.json`` under ``"compression"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightning_sr.errors import ConfigError, require
+
+log = logging.getLogger(__name__)
+
+MACS_INPUT = (3, 32, 32)  # LR input of the before/after MAC counts in compression_log (cost.count_macs)
+
+
+# ----- argument checks --------------------------------------------------------------------------------------
+def check(cond: bool, key: str, value: Any, fix: str) -> None:
+    """``ConfigError("<key>=<value> <fix>")`` unless ``cond``: the one way callbacks validate values."""
+    require(bool(cond), f"{key}={value!r} {fix}")
+
+
+def check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    check(value in choices, key, value, f"is not supported; use one of {', '.join(choices)}")
+
+
+def generator_of(pl_module: L.LightningModule, what: str) -> nn.Module:
+    gen = getattr(pl_module, "generator", None)
+    require(isinstance(gen, nn.Module) and any(True for _ in gen.parameters()),
+            f"{what} needs a trainable generator (pl_module.generator); model.arch="
+            f"{getattr(pl_module, 'generator_spec', {}).get('arch')!r} has none; use model=srresnet")
+    return gen
+
+
+# ----- evaluation -------------------------------------------------------------------------------------------
+def _outputs(gen: nn.Module, lr: torch.Tensor) -> list[torch.Tensor]:
+    """Every output of the generator (all exits of a multi-exit model, else the one output)."""
+    if hasattr(gen, "forward_exits"):
+        return list(gen.forward_exits(lr).values())
+    return [gen(lr)]
+
+
+@torch.no_grad()
+def evaluate_psnr(trainer: L.Trainer, pl_module: L.LightningModule, max_images: int | None = None
+                  ) -> dict[str, Any]:
+    """{"psnr": mean over sets, "sets": {set: mean PSNR}} of ``pl_module.generator`` on the datamodule's
+    validation sets (whole images or ``val.tile`` tiles, the module's crop/Y-channel settings)."""
+    from lightning_sr.metrics import psnr
+    from lightning_sr.models import tiled_forward
+
+    dm = trainer.datamodule
+    if dm is None:
+        return {}
+    gen = pl_module.generator
+    device = next(gen.parameters()).device
+    mcfg = getattr(pl_module, "metrics_cfg", {}) or {}
+    vcfg = getattr(pl_module, "val_cfg", {}) or {}
+    scale = int(pl_module.scale)
+    crop, y = int(mcfg.get("crop_border", scale)), bool(mcfg.get("y_channel", True))
+    tile, overlap = int(vcfg.get("tile", 0) or 0), int(vcfg.get("tile_overlap", 16))
+    loaders = dm.val_dataloader()
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    names = list(getattr(dm, "eval_names", [])) or [f"set{i}" for i in range(len(loaders))]
+    was_training = gen.training
+    gen.eval()
+    sets: dict[str, float] = {}
+    try:
+        for name, loader in zip(names, loaders, strict=False):
+            vals = []
+            for i, batch in enumerate(loader):
+                if max_images is not None and i >= max_images:
+                    break
+                sr = tiled_forward(gen, batch["lr"].to(device), scale, tile, overlap)
+                vals.extend(float(v) for v in psnr(sr, batch["hr"].to(device), crop, y))
+            if vals:
+                sets[name] = sum(vals) / len(vals)
+    finally:
+        gen.train(was_training)
+    return {"psnr": sum(sets.values()) / len(sets), "sets": sets} if sets else {}
+
+
+def calibration_batch(trainer: L.Trainer, pl_module: L.LightningModule, images: int = 1, crop: int = 48
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR, HR): centre crops (``crop`` LR pixels at most) of the first ``images`` validation images.
+
+    Deterministic and identical on every DDP rank, so data-driven criteria choose the same structure."""
+    dm = trainer.datamodule
+    require(dm is not None and hasattr(dm, "val_dataloader"),
+            "this pruning criterion needs validation images; train with a datamodule (train.py does)")
+    loaders = dm.val_dataloader()
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    scale = int(pl_module.scale)
+    pairs = []
+    for i, batch in enumerate(loader):
+        if i >= images:
+            break
+        pairs.append((batch["lr"][:1], batch["hr"][:1]))
+    require(len(pairs) > 0, "the first validation set is empty; the pruning criterion needs at least one image")
+    h = min(crop, *(lr.shape[-2] for lr, _ in pairs))
+    w = min(crop, *(lr.shape[-1] for lr, _ in pairs))
+    lrs, hrs = [], []
+    for lr, hr in pairs:
+        top, left = (lr.shape[-2] - h) // 2, (lr.shape[-1] - w) // 2
+        lrs.append(lr[..., top:top + h, left:left + w])
+        hrs.append(hr[..., top * scale:(top + h) * scale, left * scale:(left + w) * scale])
+    device = next(pl_module.generator.parameters()).device
+    return torch.cat(lrs).to(device), torch.cat(hrs).to(device)
+
+
+# ----- checkpoints ------------------------------------------------------------------------------------------
+def restore_structure(pl_module: L.LightningModule, ckpt_path: str) -> dict[str, Any]:
+    """Give ``pl_module.generator`` the (compressed) architecture stored in ``ckpt_path``; returns the checkpoint.
+
+    Used when a compressed run resumes: the structure is taken from the checkpoint, not recomputed."""
+    from lightning_sr.checkpoint import ARCH_KEY, generator_state, read_checkpoint
+    from lightning_sr.models import adapt_to_state_dict, build_generator
+
+    ckpt = read_checkpoint(ckpt_path, "resumed checkpoint")
+    spec = dict(ckpt[ARCH_KEY])
+    gen = adapt_to_state_dict(build_generator(spec), generator_state(ckpt))
+    old = getattr(pl_module, "generator", None)
+    if old is not None and (p := next(old.parameters(), None)) is not None:
+        gen.to(p.device)
+    pl_module.generator = gen
+    pl_module.generator_spec = spec
+    return ckpt
+
+
+def adapt_generator_on_load(pl_module: L.LightningModule) -> None:
+    """Before ``pl_module.load_state_dict`` (e.g. Lightning restoring a resumed run), resize the generator's
+    Conv2d/BatchNorm2d/PReLU layers to the shapes in the state dict (``adapt_to_state_dict``).
+
+    A resumed run re-applies the compression to the same ``model.init_from`` weights, which gives the same
+    shapes, except where the ranking is not bit-reproducible (global Taylor pruning on a GPU): then the
+    per-layer channel counts of the checkpoint win instead of a size-mismatch error."""
+    from lightning_sr.models import adapt_to_state_dict
+
+    if getattr(pl_module, "_lsr_adapt_on_load", None) is not None:
+        return
+
+    def hook(module, state_dict, prefix, *args, **kwargs):
+        pre = f"{prefix}generator."
+        gen_state = {k[len(pre):]: v for k, v in state_dict.items() if k.startswith(pre)}
+        if gen_state:
+            adapt_to_state_dict(module.generator, gen_state)
+
+    pl_module._lsr_adapt_on_load = pl_module.register_load_state_dict_pre_hook(hook)
+
+
+# ----- the callback skeleton --------------------------------------------------------------------------------
+class StructuralCompression(L.Callback):
+    """Base of callbacks that change the generator's structure once, before training starts.
+
+    Subclasses set ``name`` (the config key, e.g. ``block_prune``) and implement :meth:`check`
+    (raise :class:`ConfigError` for a model the technique cannot handle) and :meth:`apply`
+    (change ``pl_module.generator`` / ``generator_spec``, return details for the log).
+    """
+
+    name = "compression"
+
+    def __init__(self, evaluate: bool = True, eval_images: int | None = None):
+        check(isinstance(evaluate, bool), f"compression.{self.name}.evaluate", evaluate, "must be true or false")
+        check(eval_images is None or (isinstance(eval_images, int) and eval_images > 0),
+              f"compression.{self.name}.eval_images", eval_images, "is impossible; use null (all) or an integer > 0")
+        self.evaluate, self.eval_images = evaluate, eval_images
+        self.applied = False
+        self.entry: dict[str, Any] | None = None
+
+    # -- to implement ---------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The callback's arguments, for the log."""
+        return {}
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Raise ConfigError when the model cannot be compressed this way (called before anything changes)."""
+
+    def apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- Lightning hooks -------------------------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.applied:
+            return
+        resume = trainer.ckpt_path  # known here when the run resumes through ``trainer.ckpt_path = ...``
+        if resume:
+            ckpt = restore_structure(pl_module, str(resume))
+            state = (ckpt.get("callbacks") or {}).get(self.state_key) or {}
+            self.load_state_dict(state)
+            if self.entry is not None:
+                _append_log(pl_module, self.entry)
+            self.applied = True
+            log.info("%s: resuming %s, structure taken from the checkpoint (%s)", self.name, resume,
+                     pl_module.generator_spec)
+            return
+        gen = generator_of(pl_module, f"compression.{self.name}")
+        untrained = not (getattr(pl_module, "hparams", {}) or {}).get("init_from")
+        if untrained and not getattr(pl_module, "compression_log", None):
+            log.warning("compression.%s acts on an untrained generator (no model.init_from=PATH)", self.name)
+        gen.to(trainer.strategy.root_device)  # measure and prune where the model will train
+        self.check(trainer, pl_module)
+        before = self._measure(trainer, pl_module)
+        details = self.apply(trainer, pl_module)
+        pl_module.generator.to(trainer.strategy.root_device)
+        after = self._measure(trainer, pl_module)
+        self.entry = {"technique": self.name, **self.config(), **details, "before": before, "after": after}
+        adapt_generator_on_load(pl_module)
+        _append_log(pl_module, self.entry)
+        self._log_metrics(trainer, before, after)
+        self.applied = True
+        log.info("%s: %s -> %s", self.name, _short(before), _short(after))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied, "entry": self.entry}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.applied = bool(state_dict.get("applied", self.applied))
+        self.entry = state_dict.get("entry", self.entry)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        from lightning_sr.cost import count_macs, count_params
+
+        gen = pl_module.generator
+        out: dict[str, Any] = {"params": count_params(gen), "macs": count_macs(gen, MACS_INPUT),
+                               "macs_input": "x".join(map(str, MACS_INPUT))}
+        if self.evaluate:
+            out.update(evaluate_psnr(trainer, pl_module, self.eval_images))
+        return out
+
+    def _log_metrics(self, trainer: L.Trainer, before: dict[str, Any], after: dict[str, Any]) -> None:
+        flat: dict[str, float] = {}
+        for when, m in (("before", before), ("after", after)):
+            for k in ("psnr", "params", "macs"):
+                if k in m:
+                    flat[f"compression/{self.name}/{k}_{when}"] = float(m[k])
+            for s, v in (m.get("sets") or {}).items():
+                flat[f"compression/{self.name}/{s}/psnr_{when}"] = float(v)
+        for lg in trainer.loggers:
+            try:
+                lg.log_metrics(flat, step=trainer.global_step)
+            except Exception as e:  # a logger hiccup never stops training
+                log.warning("could not log compression metrics to %s: %s", type(lg).__name__, e)
+
+
+def _append_log(pl_module: L.LightningModule, entry: dict[str, Any]) -> None:
+    logs = getattr(pl_module, "compression_log", None)
+    if logs is None:
+        logs = []
+        pl_module.compression_log = logs
+    logs.append(entry)
+
+
+def _short(m: dict[str, Any]) -> str:
+    psnr = f"PSNR {m['psnr']:.3f} dB, " if "psnr" in m else ""
+    return f"{psnr}{m['params']} params, {m['macs'] / 1e6:.1f} MMACs@{m['macs_input']}"
+
+
+__all__ = ["ConfigError", "StructuralCompression", "adapt_generator_on_load", "calibration_batch", "check", "check_choice",
+           "evaluate_psnr", "generator_of", "restore_structure"]

@@ -1,0 +1,78 @@
+"""DDP that works inside a Hydra multirun.
+
+Lightning's default DDP launcher starts ranks 1..N-1 by re-running the command line. Under
+``python train.py -m a=1,2`` that command is the whole sweep, so every child starts a sweep of its
+own: duplicated jobs or a hang (Lightning issue 11300). :class:`HydraDDPStrategy` starts each child
+as a *single run of the current job*: ``python train.py <this job's overrides> hydra.run.dir=<this job's
+folder>``, so a sweep of J jobs on N devices runs J jobs with N processes each. After a job, the
+process group is torn down and a fresh port is chosen, so the next job of the sweep gets a new group.
+On SLURM (or torchrun) the processes come from outside and no launcher runs at all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+
+def _job_command(local_rank: int) -> tuple[list[str], str | None]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    import __main__
+
+    hc = HydraConfig.get()
+    if __main__.__spec__ is None:
+        cmd = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:
+        cmd = [sys.executable, "-m", __main__.__spec__.name]
+    cmd += list(hc.overrides.task)
+    cmd += [f"hydra.run.dir={hc.runtime.output_dir}", f"hydra.job.name=ddp_rank{local_rank}",
+            "hydra.output_subdir=null", "~hydra.callbacks"]
+    return cmd, get_original_cwd()
+
+
+class _HydraJobLauncher(_SubprocessScriptLauncher):
+    def _call_children_scripts(self) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return super()._call_children_scripts()
+        self._check_can_spawn_children()
+        env = self.cluster_environment
+        os.environ["MASTER_ADDR"] = env.main_address
+        os.environ["MASTER_PORT"] = str(env.main_port)
+        os.environ["NODE_RANK"] = str(env.node_rank())
+        os.environ["LOCAL_RANK"] = str(env.local_rank())
+        os.environ["WORLD_SIZE"] = f"{self.num_processes * self.num_nodes}"
+        for local_rank in range(1, self.num_processes):
+            child_env = os.environ.copy()
+            child_env["LOCAL_RANK"] = str(local_rank)
+            cmd, cwd = _job_command(local_rank)
+            self.procs.append(subprocess.Popen(cmd, env=child_env, cwd=cwd))
+
+
+class HydraDDPStrategy(DDPStrategy):
+    """``DDPStrategy`` whose child processes run this Hydra job only (see module docstring)."""
+
+    strategy_name = "hydra_ddp"
+
+    def _configure_launcher(self) -> None:
+        assert self.cluster_environment is not None
+        self._launcher = _HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+
+
+def end_process_group() -> None:
+    """Called by train() after a job: tear the group down so the next job of a sweep can start its own."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    if os.environ.get("LOCAL_RANK", "0") == "0" and "SLURM_PROCID" not in os.environ and \
+            "TORCHELASTIC_RUN_ID" not in os.environ:
+        for k in ("MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK"):
+            os.environ.pop(k, None)

@@ -1,0 +1,84 @@
+"""Helpers of the compression tests: tiny generators with non-trivial weights, a tiny image folder
+(fast real Trainer runs), lightning-sr checkpoints written directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_sr.checkpoint import ARCH_KEY
+from lightning_sr.models import build_generator
+
+SPEC = {"arch": "srresnet", "res_blocks": 2, "channels": 8, "scale": 4, "norm": "none", "act": "prelu",
+        "skip": "bicubic", "res_scale": 1.0}
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights everywhere (the tail of a fresh SRResNet is zero: every layer must matter here)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif t.ndim == 1 and "prelu" not in name:
+                t.copy_((torch.rand(t.shape, generator=g) - 0.5) * 0.2 + (1.0 if "norm" in name and
+                                                                          name.endswith("weight") else 0.0))
+            else:
+                t.copy_((torch.rand(t.shape, generator=g) - 0.5) * 0.3)
+    return model
+
+
+def tiny_generator(seed: int = 0, **kw) -> torch.nn.Module:
+    return randomize(build_generator({**SPEC, **kw}), seed).eval()
+
+
+def save_ckpt(model: torch.nn.Module, spec: dict, path: Path) -> Path:
+    """A checkpoint as train.py writes it, as far as model.init_from / evaluate.py are concerned."""
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in model.state_dict().items()}, ARCH_KEY: dict(spec)},
+               path)
+    return path
+
+
+def write_tiny_images(folder: Path, n: int = 3, size: int = 64) -> Path:
+    from lightning_sr.data.io import write_rgb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        img = np.stack([np.sin(xx / (5 + i)) * 60 + 120, np.cos(yy / (4 + i)) * 60 + 120,
+                        ((xx + yy) * (i + 1)) % 200 + 20], -1) + rng.normal(0, 8, (size, size, 3))
+        write_rgb(folder / f"im{i}.png", np.clip(img, 0, 255).astype(np.uint8))
+    return folder
+
+
+def tiny_data_overrides(folder: Path) -> list[str]:
+    """After conftest.SMOKE: three 64x64 images (train = val), no latency timing, no model summary."""
+    return ["data=folder", "data.kind=folders", "data.name=tiny", f"data.hr_dir={folder}", "cost.latency=false",
+            "callbacks.model_summary=null"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> list[str]:
+    return tiny_data_overrides(write_tiny_images(tmp_path_factory.mktemp("tiny_images")))
+
+
+@pytest.fixture(scope="session")
+def dense_ckpt(tmp_path_factory) -> Path:
+    """A 4-block, 8-channel x4 SRResNet checkpoint with random (non-zero) weights."""
+    spec = {**SPEC, "res_blocks": 4}
+    return save_ckpt(tiny_generator(**spec), spec, tmp_path_factory.mktemp("dense") / "dense.ckpt")
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """Tiny models run far faster on one thread when the machine is shared (no oversubscription)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,72 @@
+"""Shared test helpers: compose the real Hydra configs and run the real train/evaluate functions.
+
+``compose(["model.res_blocks=1", ...], tmp_path)`` returns the resolved config that
+``python train.py <overrides>`` would get, with its output folder under ``tmp_path``.
+``SMOKE`` is the override list of a tiny CPU run (a few steps, tiny model) used across tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import lightning_sr  # noqa: F401  (resolvers)
+
+# 2-core machines: one intra-op thread per test process (and per subprocess below) avoids thread
+# oversubscription, which slows tiny models down by an order of magnitude.
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED = ROOT.parent / "shared"
+SET5 = SHARED / "data" / "Set5"
+ALEXNET = SHARED / "weights" / "alexnet_features_imagenet.pth"
+
+# a tiny model and run: seconds on a CPU
+SMOKE = ["profile=smoke", "model.res_blocks=1", "model.channels=8", "trainer.max_steps=4",
+         "trainer.val_check_interval=2", "callbacks.progress_bar.refresh_rate=0", "logger=csv"]
+
+needs_set5 = pytest.mark.skipif(not (SET5 / "HR").is_dir(), reason="../shared/data/Set5 not present")
+needs_alexnet = pytest.mark.skipif(not ALEXNET.is_file(), reason="../shared/weights AlexNet not present")
+
+
+def compose(overrides: list[str], out_dir: Path | None = None, config_name: str = "train") -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    if out_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out_dir)
+    return cfg
+
+
+def resolved(cfg: DictConfig) -> DictConfig:
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def run_cli(script: str, args: list[str], cwd: Path = ROOT, timeout: int = 600, env: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python <script> args`` as a user would; returns the completed process."""
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(env or {})}
+    p = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=timeout, env=e)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Embedded PNGs go to one session-wide temp cache; W&B stays offline and local."""
+    cache = tmp_path_factory.getbasetemp() / "lsr_cache"
+    monkeypatch.setenv("LSR_CACHE", str(cache))
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
+    monkeypatch.setenv("WANDB_SILENT", "true")

@@ -1,0 +1,56 @@
+"""Impossible config values fail before training, with one line and exit status 2."""
+
+import json
+
+import pytest
+
+from lightning_sr.config import validate_config
+from lightning_sr.errors import ConfigError
+from tests.conftest import SMOKE, compose, run_cli
+
+
+@pytest.mark.parametrize("override,match", [
+    ("model.res_blocks=-1", "res_blocks=-1"),
+    ("scale=5", "scale=5"),
+    ("data.patch_size=90", "not divisible by scale"),
+    ("model.norm=group", "norm"),
+    ("model.skip=lanczos", "skip"),
+    ("trainer.max_steps=0", "max_steps"),
+    ("val.tile=-8", "val.tile"),
+    ("model.arch=unet", "unknown"),
+])
+def test_validate_config_rejects(override, match):
+    with pytest.raises(ConfigError, match=match):
+        validate_config(compose([override]))
+
+
+def test_default_config_is_valid():
+    cfg = compose([])
+    validate_config(cfg)
+    assert cfg.model.arch == "srresnet" and cfg.data.name == "embedded" and cfg.scale == 4
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.res_blocks=-2", "model.res_blocks=-2 is impossible"),
+    ("data.patch_size=30", "data.patch_size=30 is not divisible by scale=4"),
+    ("scale=7", "scale=7 is not supported"),
+])
+def test_cli_one_line_error_before_training(tmp_path, override, needle):
+    p = run_cli("train.py", [*SMOKE, override, f"hydra.run.dir={tmp_path}"], check=False, timeout=180)
+    assert p.returncode == 2
+    err_lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err_lines) == 1 and needle in err_lines[0], p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "checkpoints").exists()  # nothing was trained
+    rec = json.loads((tmp_path / "metrics.json").read_text())
+    assert rec["status"] == "failed" and needle in rec["error"]
+
+
+def test_cli_missing_data_folder(tmp_path):
+    missing = tmp_path / "no_such_dir"
+    no_profile = [o for o in SMOKE if not o.startswith("profile=")]  # profile=smoke would switch to embedded data
+    p = run_cli("train.py", [*no_profile, "data=folder", f"data.hr_dir={missing}", f"hydra.run.dir={tmp_path / 'run'}"],
+                check=False, timeout=180)
+    assert p.returncode == 2
+    line = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")][0]
+    assert str(missing) in line and "expected layout" in line

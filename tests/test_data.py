@@ -1,0 +1,179 @@
+"""Data: decoding once, aligned patches, presets, and every kind of bad input."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+import lightning_sr.data.io as io_mod
+from lightning_sr.data import SRDataModule, degrade, load_pairs, read_rgb
+from lightning_sr.data.datasets import ImageSet, TrainPatchDataset
+from lightning_sr.errors import ConfigError, DataError
+
+
+def _img(path, h=40, w=48, mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    if mode == "I;16":
+        Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16)).save(path)
+    elif mode == "L":
+        Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8), "L").save(path)
+    elif mode == "RGBA":
+        Image.fromarray(rng.integers(0, 255, (h, w, 4), dtype=np.uint8), "RGBA").save(path)
+    else:
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _cfg(hr, lr=None, val=None, **kw):
+    base = dict(kind="folders", name="t", train={"hr_dir": str(hr), "lr_dir": str(lr) if lr else None},
+                val=[{"name": "v", "hr_dir": str(val or hr), "lr_dir": None}], patch_size=16, batch_size=2,
+                iters_per_epoch=3, num_workers=0, pin_memory=False)
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
+def test_gray_rgba_16bit_become_8bit_rgb(tmp_path, mode):
+    arr = read_rgb(_img(tmp_path / "a.png", mode=mode))
+    assert arr.dtype == np.uint8 and arr.shape == (40, 48, 3)
+    if mode == "I;16":
+        assert arr.max() > 200  # scaled from 16 bit, not clipped to 255 from raw values
+    if mode == "L":
+        assert (arr[..., 0] == arr[..., 1]).all()
+
+
+def test_missing_folder_names_path_and_layout(tmp_path):
+    dm = SRDataModule(_cfg(tmp_path / "nope", layout="<dir>/*.png"), 4)
+    with pytest.raises(DataError) as e:
+        dm.setup("fit")
+    assert str(tmp_path / "nope") in str(e.value) and "layout" in str(e.value)
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    _img(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match="bad.png"):
+        SRDataModule(_cfg(tmp_path), 4).setup("fit")
+
+
+def test_too_small_images_skipped_with_count(tmp_path, caplog):
+    _img(tmp_path / "big.png", 64, 64)
+    _img(tmp_path / "tiny1.png", 8, 8)
+    _img(tmp_path / "tiny2.png", 12, 30)
+    with caplog.at_level(logging.WARNING):
+        pairs = load_pairs(ImageSet("s", str(tmp_path)), 4, min_hr_size=16)
+    assert [p.name for p in pairs] == ["big"]
+    assert "skipped 2 of 3" in caplog.text
+
+
+def test_no_usable_image_is_an_error(tmp_path):
+    _img(tmp_path / "tiny.png", 8, 8)
+    with pytest.raises(DataError, match="none of the 1 images"):
+        load_pairs(ImageSet("s", str(tmp_path)), 4, min_hr_size=16)
+
+
+def test_lr_hr_size_mismatch_names_the_pair(tmp_path):
+    hr, lr = tmp_path / "hr", tmp_path / "lr"
+    hr.mkdir(), lr.mkdir()
+    _img(hr / "0001.png", 40, 48)
+    _img(lr / "0001x4.png", 11, 12)  # should be 10 x 12
+    with pytest.raises(DataError, match="0001x4.png.*0001.png"):
+        load_pairs(ImageSet("s", str(hr), str(lr)), 4)
+
+
+def test_lr_folder_pairs_by_stem(tmp_path):
+    hr, lr = tmp_path / "hr", tmp_path / "lr"
+    hr.mkdir(), lr.mkdir()
+    _img(hr / "0001.png", 40, 48)
+    _img(lr / "0001x4.png", 10, 12, seed=3)
+    (p,) = load_pairs(ImageSet("s", str(hr), str(lr)), 4)
+    assert torch.equal(p.lr, torch.from_numpy(read_rgb(lr / "0001x4.png")).permute(2, 0, 1))
+
+
+def test_hr_cropped_to_multiple_of_scale(tmp_path):
+    _img(tmp_path / "a.png", 41, 50)
+    (p,) = load_pairs(ImageSet("s", str(tmp_path)), 4)
+    assert p.hr.shape == (3, 40, 48) and p.lr.shape == (3, 10, 12)
+
+
+def test_decoded_once_not_per_sample(tmp_path, monkeypatch):
+    for i in range(3):
+        _img(tmp_path / f"{i}.png", 64, 64, seed=i)
+    dm = SRDataModule(_cfg(tmp_path, iters_per_epoch=50), 4)
+    dm.setup("fit")
+
+    def boom(*a, **k):
+        raise AssertionError("an image was decoded again after set-up")
+
+    monkeypatch.setattr(io_mod, "read_rgb", boom)
+    import lightning_sr.data.datasets as ds_mod
+
+    monkeypatch.setattr(ds_mod, "read_rgb", boom)
+    for i in range(len(dm.train_set)):
+        dm.train_set[i]
+    for d in dm.eval_sets:
+        d[0]
+
+
+def test_patches_are_aligned_and_augmented(tmp_path):
+    _img(tmp_path / "a.png", 64, 64)
+    (p,) = load_pairs(ImageSet("s", str(tmp_path)), 4)
+    ds = TrainPatchDataset([p], 4, 32, length=20, augment=True)
+    full_lr = p.lr.float() / 255
+    for i in range(20):
+        s = ds[i]
+        assert s["lr"].shape == (3, 8, 8) and s["hr"].shape == (3, 32, 32)
+        assert s["lr"].min() >= 0 and s["hr"].max() <= 1
+    # without augmentation, the LR patch is a crop of the whole-image LR at the matching place
+    ds = TrainPatchDataset([p], 4, 32, length=5, augment=False)
+    s = ds[0]
+    hits = [(t, l) for t in range(9) for l in range(9) if torch.equal(full_lr[:, t:t + 8, l:l + 8], s["lr"])]
+    assert hits
+    t, l = hits[0]
+    assert torch.equal(p.hr[:, t * 4:t * 4 + 32, l * 4:l * 4 + 32].float() / 255, s["hr"])
+
+
+def test_bd_degradation_differs_from_bicubic():
+    hr = torch.rand(3, 48, 48) * 255
+    bi, bd = degrade(hr, 3, "bicubic"), degrade(hr, 3, "bd", 1.6)
+    assert bi.shape == bd.shape == (3, 16, 16)
+    assert (bi - bd).abs().mean() > 1
+    with pytest.raises(ConfigError, match="degradation"):
+        degrade(hr, 3, "jpeg")
+
+
+@pytest.mark.parametrize("key,val,match", [("patch_size", 30, "divisible by scale"), ("patch_size", -4, "patch_size"),
+                                           ("batch_size", 0, "batch_size"), ("num_workers", -1, "num_workers")])
+def test_impossible_data_values(tmp_path, key, val, match):
+    with pytest.raises(ConfigError, match=match):
+        SRDataModule(_cfg(tmp_path, **{key: val}), 4)
+
+
+def test_embedded_preset_splits_train_and_val():
+    from tests.conftest import compose
+
+    cfg = compose([])
+    dm = SRDataModule(cfg.data, 4)
+    dm.setup("fit")
+    assert dm.eval_names == ["embedded"]
+    train_names = {p.name for p in dm.train_set.pairs}
+    val_names = {p.name for p in dm.eval_sets[0].pairs}
+    assert len(train_names) == 6 and val_names == {"chelsea", "rocket"} and not train_names & val_names
+
+
+def test_benchmark_layouts(tmp_path):
+    (tmp_path / "Set5" / "HR").mkdir(parents=True)
+    (tmp_path / "Set14").mkdir()
+    _img(tmp_path / "Set5" / "HR" / "a.png")
+    _img(tmp_path / "Set14" / "b.png")
+    cfg = OmegaConf.create(dict(kind="folders", name="b", train=None, val=[], benchmark_root=str(tmp_path),
+                                benchmark_sets=["Set5", "Set14"], patch_size=16, batch_size=1))
+    dm = SRDataModule(cfg, 4)
+    dm.setup("test")
+    assert dm.eval_names == ["Set5", "Set14"]
+    cfg.benchmark_sets = ["Urban100"]
+    with pytest.raises(DataError, match="Urban100"):
+        SRDataModule(cfg, 4).setup("test")

@@ -1,0 +1,95 @@
+"""PSNR/SSIM/LPIPS conventions, checked against the literature's Set5 figures (skip without ../shared)."""
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_sr.data import bicubic_downscale, bicubic_upscale, read_rgb
+from lightning_sr.errors import WeightsError
+from lightning_sr.metrics import LPIPS, psnr, rgb_to_y, ssim
+from tests.conftest import ALEXNET, SET5, needs_alexnet, needs_set5
+
+
+def _t(arr):
+    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+
+
+def _set5():
+    for p in sorted((SET5 / "HR").glob("*.png")):
+        yield p.stem, _t(read_rgb(p)), _t(read_rgb(SET5 / "LR_bicubic" / "X4" / p.name))
+
+
+def test_rgb_to_y_is_bt601():
+    x = torch.tensor([255.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    assert rgb_to_y(x).item() == pytest.approx(16 + 65.481)
+    white = torch.full((1, 3, 1, 1), 255.0)
+    assert rgb_to_y(white).item() == pytest.approx(235.0, abs=1e-3)
+
+
+def test_psnr_known_value_and_rounding():
+    hr = torch.zeros(1, 3, 16, 16)
+    sr = torch.full((1, 3, 16, 16), 10 / 255)
+    # RGB: every pixel off by 10 grey levels -> 20*log10(255/10)
+    assert psnr(sr, hr, y_channel=False).item() == pytest.approx(20 * np.log10(25.5), abs=1e-6)
+    # 8-bit rounding: a difference below half a grey level disappears
+    assert psnr(hr + 0.4 / 255, hr).item() > 90
+
+
+def test_psnr_crop_border():
+    hr = torch.rand(1, 3, 20, 20)
+    sr = hr.clone()
+    sr[..., :4, :] = 0  # only the border differs
+    assert psnr(sr, hr, crop=4).item() > 90
+    assert psnr(sr, hr, crop=0).item() < 40
+
+
+def test_ssim_identity_and_range():
+    a = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(ssim(a, a), torch.ones(2, dtype=torch.float64))
+    assert 0 < ssim(a, torch.rand(2, 3, 32, 32)).mean().item() < 0.5
+
+
+@needs_set5
+def test_matlab_bicubic_downscale_matches_set5_lr():
+    for name, hr, lr in _set5():
+        mine = bicubic_downscale(hr * 255, 4).round().clamp(0, 255)
+        mad = (mine - lr * 255).abs().mean().item()
+        assert mad < 0.5, f"{name}: mean abs diff {mad:.3f} grey levels vs MATLAB imresize"
+
+
+@needs_set5
+def test_bicubic_x4_set5_baseline_matches_literature():
+    ps, ss = [], []
+    for _, hr, lr in _set5():
+        up = bicubic_upscale(lr, 4)
+        ps.append(psnr(up, hr, crop=4).item())
+        ss.append(ssim(up, hr, crop=4).item())
+    assert np.mean(ps) == pytest.approx(28.42, abs=0.02)
+    assert np.mean(ss) == pytest.approx(0.8104, abs=0.002)
+
+
+@needs_set5
+@needs_alexnet
+def test_lpips_matches_reference_values():
+    ref = {"baby": 0.3043, "bird": 0.2359, "butterfly": 0.3735, "head": 0.4225, "woman": 0.3668}
+    m = LPIPS(backbone_path=str(ALEXNET))
+    for name, hr, lr in _set5():
+        up = (bicubic_upscale(lr, 4).clamp(0, 1) * 255).round() / 255
+        assert m(up, hr).item() == pytest.approx(ref[name], abs=5e-4), name
+
+
+def test_lpips_missing_backbone_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(WeightsError) as e:
+        LPIPS()
+    msg = str(e.value)
+    assert "alexnet-owt-7be5be79.pth" in msg and "metrics.lpips.backbone_path" in msg and "\n" not in msg
+
+
+def test_lpips_random_backbone_warns_and_runs():
+    # random backbone: plumbing only, values are not comparable to published LPIPS
+    with pytest.warns(UserWarning, match="RANDOM"):
+        m = LPIPS(pretrained_backbone=False)
+    a = torch.rand(1, 3, 32, 32)
+    assert m(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    assert m(a, torch.rand(1, 3, 32, 32)).item() > 0
