@@ -31,9 +31,15 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     """
     from lightning_sr.run import atomic_write_text, overrides_of, run_dir_of
 
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     try:
         metrics = task(cfg)
         return metrics.get("psnr")
+    except SIGTERMException:  # pre-emption: last.ckpt was saved by the LastCheckpoint callback
+        print("interrupted by SIGTERM: checkpoints/last.ckpt saved; run the same command again to resume",
+              file=sys.stderr)
+        sys.exit(143)
     except (LightningSRError, KeyboardInterrupt) as e:
         msg = f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt) else "interrupted"
         _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of)

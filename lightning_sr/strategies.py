@@ -32,7 +32,7 @@ def _job_command(local_rank: int) -> tuple[list[str], str | None]:
         cmd = [sys.executable, "-m", __main__.__spec__.name]
     cmd += list(hc.overrides.task)
     cmd += [f"hydra.run.dir={hc.runtime.output_dir}", f"hydra.job.name=ddp_rank{local_rank}",
-            "hydra.output_subdir=null", "~hydra.callbacks"]
+            "hydra.output_subdir=null"]
     return cmd, get_original_cwd()
 
 
