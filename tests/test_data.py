@@ -161,7 +161,7 @@ def test_embedded_preset_splits_train_and_val():
     assert dm.eval_names == ["embedded"]
     train_names = {p.name for p in dm.train_set.pairs}
     val_names = {p.name for p in dm.eval_sets[0].pairs}
-    assert len(train_names) == 6 and val_names == {"chelsea", "rocket"} and not train_names & val_names
+    assert len(train_names) == 6 and val_names == {"astronaut", "coffee"} and not train_names & val_names
 
 
 def test_benchmark_layouts(tmp_path):

@@ -32,7 +32,7 @@ def test_run_dir_contents(trained):
     assert saved["bicubic"]["embedded"]["psnr"] > 20
     assert saved["cost"]["params"] == saved["params"] > 0 and saved["cost"]["macs"] > 0
     rows = list(csv.DictReader(open(out / "per_image.csv")))
-    assert {r["image"] for r in rows} == {"chelsea", "rocket"}
+    assert {r["image"] for r in rows} == {"astronaut", "coffee"}
 
 
 def test_checkpoint_loads_weights_only_and_rebuilds(trained):

@@ -13,8 +13,8 @@ import numpy as np
 
 from lightning_sr.data.io import write_rgb
 
-TRAIN_IMAGES = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle_left")
-VAL_IMAGES = ("chelsea", "rocket")
+TRAIN_IMAGES = ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle_left")
+VAL_IMAGES = ("astronaut", "coffee")
 
 
 def _load(name: str) -> np.ndarray:
@@ -41,5 +41,8 @@ def materialize(root: str | Path | None = None) -> dict[str, Path]:
                 tmp = folder / f".{n}.{os.getpid()}.tmp.png"  # per process: parallel jobs may write at once
                 write_rgb(tmp, _load(n))
                 os.replace(tmp, f)
+        for stale in folder.glob("*.png"):  # a file from an older image list must not leak into this split
+            if stale.stem not in names:
+                stale.unlink(missing_ok=True)
         out[split] = folder
     return out

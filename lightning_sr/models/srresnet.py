@@ -46,7 +46,19 @@ class SRResNet(nn.Module):
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), make_norm(norm, channels))
         self.upsampler = Upsampler(scale, channels, act)
         self.tail = nn.Conv2d(channels, in_channels, 9, padding=4)
-        if skip != "none":  # start exactly at the upscaled input; the body learns the residual
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """BasicSR's MSRResNet initialisation: Kaiming-normal convolutions scaled by 0.1 (the trunk starts close
+        to identity, which trains much faster than PyTorch's default), zero biases. With a global skip the output
+        convolution starts at zero, so training starts exactly at the upscaled input."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                m.weight.data.mul_(0.1)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if self.skip != "none":
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
 

@@ -72,7 +72,12 @@ class SRBaseModule(L.LightningModule):
         return self.generator(lr)
 
     def predict_outputs(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named outputs to evaluate ("" is the model's main output)."""
+        """Named outputs to evaluate: "" is the model's main output; a multi-exit generator adds its
+        shallower exits (``exit8``...), so training and ``evaluate.py`` report every exit."""
+        g = self.generator
+        if hasattr(g, "forward_exits"):
+            outs = g.forward_exits(lr)
+            return {"": outs.pop(g.deepest), **outs}
         return {"": self(lr)}
 
     def on_fit_start(self) -> None:

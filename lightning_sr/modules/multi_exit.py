@@ -80,10 +80,6 @@ class MultiExitModule(SRModule):
         return loss
 
     # ----- validation: every exit ----------------------------------------------------------------------------
-    def predict_outputs(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-        outs = self.generator.forward_exits(lr)
-        return {"": outs.pop(self.generator.deepest), **outs}
-
     # ----- cost of every exit as a standalone network --------------------------------------------------------
     def exit_costs(self, cost_cfg: Any | None = None) -> dict[str, dict[str, Any]]:
         """{exit: model_cost of the exported SRResNet-k} for every exit, the deepest included.
