@@ -5,9 +5,9 @@
 """
 
 import hydra
+from omegaconf import DictConfig
 
 import lightning_sr  # noqa: F401  (registers config resolvers)
-from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -88,7 +88,7 @@ def main() -> None:
         light.append(imgs / lightning_loop(batches, a.warmup))
         print(f"round {r + 1}: bare {bare[-1]:.2f} img/s, lightning {light[-1]:.2f} img/s, "
               f"ratio {light[-1] / bare[-1]:.3f}", flush=True)
-    ratios = [x / y for x, y in zip(light, bare)]
+    ratios = [x / y for x, y in zip(light, bare, strict=True)]
     print(f"\nthreads={torch.get_num_threads()} steps/round={a.steps} rounds={a.rounds}")
     print(f"bare PyTorch : median {statistics.median(bare):.2f} img/s")
     print(f"Lightning    : median {statistics.median(light):.2f} img/s")

@@ -29,9 +29,9 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     A :class:`LightningSRError` prints one line (``error: ...``), marks the job failed in its
     metrics.json and exits with status 2; in a multirun the other jobs still run.
     """
-    from lightning_sr.run import atomic_write_text, overrides_of, run_dir_of
-
     from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lightning_sr.run import atomic_write_text, overrides_of, run_dir_of
 
     try:
         metrics = task(cfg)

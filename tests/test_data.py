@@ -130,10 +130,10 @@ def test_patches_are_aligned_and_augmented(tmp_path):
     # without augmentation, the LR patch is a crop of the whole-image LR at the matching place
     ds = TrainPatchDataset([p], 4, 32, length=5, augment=False)
     s = ds[0]
-    hits = [(t, l) for t in range(9) for l in range(9) if torch.equal(full_lr[:, t:t + 8, l:l + 8], s["lr"])]
+    hits = [(t, c) for t in range(9) for c in range(9) if torch.equal(full_lr[:, t:t + 8, c:c + 8], s["lr"])]
     assert hits
-    t, l = hits[0]
-    assert torch.equal(p.hr[:, t * 4:t * 4 + 32, l * 4:l * 4 + 32].float() / 255, s["hr"])
+    t, c = hits[0]
+    assert torch.equal(p.hr[:, t * 4:t * 4 + 32, c * 4:c * 4 + 32].float() / 255, s["hr"])
 
 
 def test_bd_degradation_differs_from_bicubic():

@@ -95,7 +95,7 @@ def test_cli_multirun_two_jobs(tmp_path):
     p = run_cli("train.py", ["-m", *SMOKE, "model.res_blocks=1,2", f"hydra.sweep.dir={tmp_path}"], timeout=400)
     jobs = sorted(d for d in tmp_path.iterdir() if d.is_dir() and (d / ".hydra").is_dir())
     assert [d.name for d in jobs] == ["0", "1"], p.stdout[-2000:]
-    for d, blocks in zip(jobs, (1, 2)):
+    for d, blocks in zip(jobs, (1, 2), strict=True):
         m = json.loads((d / "metrics.json").read_text())
         assert m["generator"]["res_blocks"] == blocks
         assert (d / ".hydra" / "config.yaml").is_file()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from lightning_sr.losses import GANLoss, PerceptualLoss, pixel_loss
 from lightning_sr.models import VGGDiscriminator
 from lightning_sr.modules.base import SRBaseModule
