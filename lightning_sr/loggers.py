@@ -21,9 +21,10 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from lightning_sr.metrics import METRIC_MODES
+
 log = logging.getLogger(__name__)
 
-METRIC_MODES = {"psnr": "max", "ssim": "max", "lpips": "min"}  # as lightning_sr.modules.base.METRIC_MODES
 SUMMARY_COST_KEYS = ("params", "params_trainable", "macs", "macs_input", "size_mb", "latency_ms", "latency_threads")
 
 

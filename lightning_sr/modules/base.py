@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from lightning_sr.checkpoint import ARCH_KEY, load_generator
 from lightning_sr.data.imresize import bicubic_upscale
 from lightning_sr.data.io import write_rgb
-from lightning_sr.metrics import build_lpips, psnr, ssim
+from lightning_sr.metrics import METRIC_MODES, build_lpips, psnr, ssim
 from lightning_sr.models import build_generator, tiled_forward
 
 log = logging.getLogger(__name__)
 
-METRIC_MODES = {"psnr": "max", "ssim": "max", "lpips": "min"}
 
 
 def metric_key(set_name: str, exit_name: str, metric: str, prefix: str = "val") -> str:
