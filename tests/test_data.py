@@ -112,10 +112,10 @@ def test_decoded_once_not_per_sample(tmp_path, monkeypatch):
     import lightning_sr.data.datasets as ds_mod
 
     monkeypatch.setattr(ds_mod, "read_rgb", boom)
-    for i in range(len(dm.train_set)):
-        dm.train_set[i]
-    for d in dm.eval_sets:
-        d[0]
+    # every sample comes from the cached tensors: any decode would raise above
+    samples = [dm.train_set[i] for i in range(len(dm.train_set))]
+    assert len(samples) == 150 and all(s["hr"].shape == (3, 16, 16) for s in samples)
+    assert all(d[0]["hr"].shape == (3, 64, 64) for d in dm.eval_sets)
 
 
 def test_patches_are_aligned_and_augmented(tmp_path):
