@@ -114,7 +114,7 @@ def test_decoded_once_not_per_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(ds_mod, "read_rgb", boom)
     # every sample comes from the cached tensors: any decode would raise above
     samples = [dm.train_set[i] for i in range(len(dm.train_set))]
-    assert len(samples) == 150 and all(s["hr"].shape == (3, 16, 16) for s in samples)
+    assert len(samples) == 50 * 2 and all(s["hr"].shape == (3, 16, 16) for s in samples)
     assert all(d[0]["hr"].shape == (3, 64, 64) for d in dm.eval_sets)
 
 
