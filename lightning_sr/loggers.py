@@ -30,34 +30,16 @@ SUMMARY_COST_KEYS = ("params", "params_trainable", "macs", "macs_input", "size_m
 
 def summary_of(metrics: dict[str, Any]) -> dict[str, Any]:
     """The flat run summary of a job's metrics.json: ``cost/*``, ``final/*`` (per set, per exit),
-    ``bicubic/*``, status, training time and steps."""
+    ``bicubic/*``, status, training time and steps. Same flattening as the sweep report's columns
+    (:func:`lightning_sr.sweep.measured_values`), under W&B-friendly prefixes."""
+    from lightning_sr.sweep import bicubic_values, measured_values
+
     out: dict[str, Any] = {"status": metrics.get("status", "finished")}
-    for k in SUMMARY_COST_KEYS:
-        if k in (metrics.get("cost") or {}):
-            out[f"cost/{k}"] = metrics["cost"][k]
-    for e, c in (metrics.get("exit_cost") or {}).items():
-        for k in SUMMARY_COST_KEYS:
-            if k in c:
-                out[f"cost/{e}/{k}"] = c[k]
-    for m in METRIC_MODES:
-        if m in metrics:
-            out[f"final/{m}"] = metrics[m]
-    for s, vals in (metrics.get("sets") or {}).items():
-        for m in METRIC_MODES:
-            if m in vals:
-                out[f"final/{s}/{m}"] = vals[m]
-    for s, exits in (metrics.get("exits") or {}).items():
-        for e, vals in exits.items():
-            for m in METRIC_MODES:
-                if m in vals:
-                    out[f"final/{s}/{e}/{m}"] = vals[m]
-    for s, vals in (metrics.get("bicubic") or {}).items():
-        for m in METRIC_MODES:
-            if m in vals:
-                out[f"bicubic/{s}/{m}"] = vals[m]
-    for k in ("train_time_s", "global_step"):
-        if k in metrics:
-            out[k] = metrics[k]
+    for k, v in measured_values(metrics).items():
+        last = k.rsplit("/", 1)[-1]
+        prefix = "cost/" if last in SUMMARY_COST_KEYS else "final/" if last in METRIC_MODES else ""
+        out[prefix + k] = v
+    out.update({f"bicubic/{k}": v for k, v in bicubic_values(metrics).items()})
     return out
 
 
