@@ -8,6 +8,17 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("if"):
         OmegaConf.register_new_resolver("if", lambda cond, a, b: a if cond else b)
+    if not OmegaConf.has_resolver("lsr_positive"):
+        OmegaConf.register_new_resolver("lsr_positive", _positive)
+
+
+def _positive(value, key: str, what: str):
+    """``${lsr_positive:${trainer.devices},trainer.devices,GPUs per node}``: the value, when a positive integer."""
+    from lightning_sr.errors import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value} does not say how many {what} to ask for; set {key}=N (e.g. {key}=4)")
+    return value
 
 
 _register_resolvers()

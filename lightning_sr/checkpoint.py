@@ -7,8 +7,6 @@ the checkpoint alone (pruned layers are resized to the stored shapes) with ``wei
 
 from __future__ import annotations
 
-import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +15,11 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from lightning_sr.errors import ConfigError, WeightsError
+from lightning_sr.fs import atomic_torch_save
 from lightning_sr.models.registry import build_generator, load_generator_state
 
 ARCH_KEY = "lsr_arch"
+CONFIG_KEY = "lsr_config"  # the run's flat resolved config (resume refuses a checkpoint of another experiment)
 PREFIX = "generator."
 
 
@@ -43,8 +43,15 @@ def generator_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def load_generator(path: str | Path, expect_arch: str | None = None, expect_scale: int | None = None,
                    what: str = "checkpoint") -> tuple[nn.Module, dict[str, Any]]:
-    """(generator with weights, its spec) from a checkpoint; checks arch and scale when given."""
-    ckpt = read_checkpoint(path, what)
+    """(generator with weights, its spec) from a checkpoint file; checks arch and scale when given. The one way
+    every tool (evaluate, export, init_from, resume of a compressed run) rebuilds a generator."""
+    return generator_from_checkpoint(read_checkpoint(path, what), path, expect_arch, expect_scale, what)
+
+
+def generator_from_checkpoint(ckpt: dict[str, Any], path: str | Path, expect_arch: str | None = None,
+                              expect_scale: int | None = None, what: str = "checkpoint"
+                              ) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_generator` for a checkpoint already read with :func:`read_checkpoint`."""
     spec = dict(ckpt[ARCH_KEY])
     if expect_arch is not None and spec.get("arch") != expect_arch:
         raise ConfigError(f"{what} {path} holds a {spec.get('arch')!r} generator but model.arch={expect_arch!r}; "
@@ -58,20 +65,8 @@ def load_generator(path: str | Path, expect_arch: str | None = None, expect_scal
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning CheckpointIO plugin that never leaves a half-written checkpoint.
-
-    Writes to ``<name>.tmp-<pid>`` in the same folder, fsyncs it, then renames it over the target
-    (``os.replace`` is atomic on POSIX), so ``last.ckpt`` is always a complete file.
-    """
+    """Lightning CheckpointIO plugin that never leaves a half-written checkpoint (:func:`lightning_sr.fs.atomic_write`:
+    temporary file, fsync, rename), so ``last.ckpt`` is always a complete file."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_torch_save(checkpoint, path)

@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_sr.data.datamodule import validate_data_config
-from lightning_sr.errors import ConfigError, require  # noqa: F401
+from lightning_sr.errors import ConfigError, require
 from lightning_sr.models.blocks import SCALES
 from lightning_sr.models.registry import ARCHS, arch_keys, build_generator, spec_from_config
 
+log = logging.getLogger(__name__)
+
 # model-config keys that are not LightningModule arguments
 _NON_MODULE_KEYS = ("name", "arch", "module")
+DEFAULT_DATAMODULE = "lightning_sr.data.SRDataModule"
 
 
 def to_plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) or OmegaConf.is_list(node) \
         else node
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    else:
+        out[prefix.rstrip(".")] = d
+    return out
+
+
+def user_overrides() -> list[str]:
+    """The command line's overrides of this job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool = True) -> None:
@@ -35,13 +58,43 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
         check = getattr(MODULES.get(cfg.model.get("module", "sr")), "check_config", None)
         if check is not None:
             check(to_plain(cfg.model))
+        if need_train and cfg.model.get("init_from"):
+            check_init_from(cfg)
     if need_train:
         validate_data_config(cfg.data, scale)
         t = cfg.trainer
         ms = t.get("max_steps", -1)
         require(ms is None or ms == -1 or ms > 0, f"trainer.max_steps={ms} is impossible; use a positive integer")
+        accel = str(t.get("accelerator", "auto"))
+        require(not (t.get("sync_batchnorm") and accel == "cpu"),
+                "trainer.sync_batchnorm=true works on GPUs only (PyTorch's SyncBatchNorm is CUDA-only); use "
+                "trainer=ddp_cpu or trainer.sync_batchnorm=false")
     tile = cfg.get("val", {}).get("tile", 0) or 0
     require(tile >= 0, f"val.tile={tile} is impossible; use 0 (whole images) or a positive LR tile size")
+
+
+def check_init_from(cfg: DictConfig) -> None:
+    """``model.init_from`` takes its architecture from the checkpoint. Architecture keys the user set on the
+    command line that disagree with it are an error; config defaults that it replaces are named in the log."""
+    from lightning_sr.checkpoint import ARCH_KEY, read_checkpoint
+
+    path = cfg.model.init_from
+    ckpt_spec = dict(read_checkpoint(path, "model.init_from")[ARCH_KEY])
+    want = generator_spec(cfg)
+    if ckpt_spec.get("arch") != want.get("arch"):
+        return  # load_generator raises the one-line arch error
+    differ = {k: (want[k], ckpt_spec.get(k)) for k in want if k not in ("arch", "scale") and ckpt_spec.get(k) != want[k]}
+    if not differ:
+        return
+    set_by_user = {o.split("=", 1)[0].lstrip("+~") for o in user_overrides()}
+    conflicts = [k for k in differ if f"model.{k}" in set_by_user]
+    if conflicts:
+        raise ConfigError(f"model.init_from={path} holds " + ", ".join(f"{k}={differ[k][1]}" for k in conflicts)
+                          + " but the command line sets " + ", ".join(f"model.{k}={differ[k][0]}" for k in conflicts)
+                          + "; drop those overrides (the checkpoint's architecture is used) or choose another "
+                            "checkpoint")
+    log.warning("model.init_from=%s: the checkpoint's architecture replaces the config's %s", path,
+                ", ".join(f"{k} {a} -> {b}" for k, (a, b) in differ.items()))
 
 
 def generator_spec(cfg: DictConfig) -> dict[str, Any]:
@@ -53,10 +106,38 @@ def module_kwargs(cfg: DictConfig) -> dict[str, Any]:
     keys = set(arch_keys(m.get("arch", "srresnet"))) | set(_NON_MODULE_KEYS)
     kw = {k: v for k, v in m.items() if k not in keys}
     kw.update(generator_spec=generator_spec(cfg), scale=int(cfg.scale), val=to_plain(cfg.get("val", {})),
-              metrics=to_plain(cfg.get("metrics", {})), channels_last=bool(cfg.get("channels_last", False)))
+              metrics=to_plain(cfg.get("metrics", {})), cost=to_plain(cfg.get("cost", {})),
+              channels_last=bool(cfg.get("channels_last", False)))
     if "patch_size" in cfg.get("data", {}):
         kw.setdefault("patch_size", int(cfg.data.patch_size))
     return kw
+
+
+def module_arguments(cls: type) -> set[str]:
+    """Named ``__init__`` arguments of a LightningModule class and its bases (they pass theirs on as ``**kwargs``)."""
+    names: set[str] = set()
+    for c in cls.__mro__:
+        init = c.__dict__.get("__init__")
+        if init is None or c.__module__.split(".")[0] in ("lightning", "pytorch_lightning", "torch"):
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self":
+                names.add(p.name)
+    return names
+
+
+def _check_signature(cls: type, kwargs: dict[str, Any], name: str) -> None:
+    """A config key the module does not take is a ConfigError naming it (checked against the signatures, so a
+    TypeError raised inside a constructor stays a bug report, not a config error)."""
+    known = module_arguments(cls)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]} is not an argument of model.module={name!r} ({cls.__name__}); "
+                          f"remove it or use one of: {', '.join(sorted(known - {'generator_spec', 'scale'}))}")
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model config does not fit model.module={name!r} ({cls.__name__}): {e}") from None
 
 
 def build_module(cfg: DictConfig, module: str | None = None):
@@ -64,7 +145,21 @@ def build_module(cfg: DictConfig, module: str | None = None):
 
     name = module or cfg.model.get("module", "sr")
     cls = module_class(name)
+    kwargs = module_kwargs(cfg)
+    if "patch_size" not in (cfg.model or {}) and "patch_size" not in module_arguments(cls):
+        kwargs.pop("patch_size", None)  # given from data.patch_size to the modules that need it (discriminators)
+    _check_signature(cls, kwargs, name)
+    return cls(**kwargs)
+
+
+def build_datamodule(cfg: DictConfig, seed: int | None = None):
+    """The datamodule named by ``data._target_`` (default :class:`lightning_sr.data.SRDataModule`), built from
+    the data node, the scale and the seed."""
+    from hydra.utils import get_class
+
+    target = cfg.data.get("_target_") or DEFAULT_DATAMODULE
     try:
-        return cls(**module_kwargs(cfg))
-    except TypeError as e:  # an unknown model.* key
-        raise ConfigError(f"model config does not fit model.module={name!r}: {e}") from e
+        cls = get_class(target)
+    except Exception as e:
+        raise ConfigError(f"data._target_={target!r} is not an importable class: {e}") from None
+    return cls(cfg.data, int(cfg.scale), seed=int(cfg.seed if seed is None else seed))

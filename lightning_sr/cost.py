@@ -20,6 +20,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+# every key model_cost() returns, in this order: metrics.json, loggers, the W&B summary and the sweep report
+# all read this list (per exit too)
+COST_KEYS = ("params", "params_trainable", "macs", "macs_input", "size_mb", "latency_ms", "latency_threads")
+DEFAULT_INPUT = (3, 128, 128)
+
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
@@ -80,8 +85,10 @@ def model_cost(model: nn.Module, input_size=(3, 128, 128), latency: bool = True,
     return out
 
 
-def cost_from_config(model: nn.Module, cfg: Any | None) -> dict[str, Any]:
-    """``model_cost`` with the options of the ``cost`` config node (input_size, latency, repeats, threads)."""
+def cost_from_config(model: nn.Module, cfg: Any | None, latency: bool | None = None) -> dict[str, Any]:
+    """``model_cost`` with the options of the ``cost`` config node (input_size, latency, repeats, threads).
+    ``latency=False`` skips the timing (e.g. before/after a compression step): every other key is the same."""
     cfg = cfg or {}
-    return model_cost(model, tuple(cfg.get("input_size", (3, 128, 128))), bool(cfg.get("latency", True)),
+    lat = bool(cfg.get("latency", True)) if latency is None else latency
+    return model_cost(model, tuple(cfg.get("input_size", DEFAULT_INPUT)), lat,
                       int(cfg.get("warmup", 2)), int(cfg.get("repeats", 5)), cfg.get("threads"))

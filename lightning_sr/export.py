@@ -17,11 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from lightning_sr.checkpoint import ARCH_KEY, PREFIX, read_checkpoint
+from lightning_sr.checkpoint import ARCH_KEY, PREFIX, load_generator
 from lightning_sr.errors import ConfigError, LightningSRError, require
-from lightning_sr.models.registry import build_generator, load_generator_state
+from lightning_sr.fs import atomic_torch_save
 
 EXPORT_KEY = "lsr_export"
 USAGE = "usage: python -m lightning_sr.export ckpt_path=IN.ckpt exit=K [out=OUT.ckpt]"
@@ -29,13 +27,10 @@ USAGE = "usage: python -m lightning_sr.export ckpt_path=IN.ckpt exit=K [out=OUT.
 
 def export_exit(ckpt_path: str | Path, exit: int | str, out: str | Path | None = None) -> Path:
     """Write exit ``exit`` of the multi-exit checkpoint ``ckpt_path`` as an SRResNet checkpoint; returns its path."""
-    ckpt = read_checkpoint(ckpt_path, "ckpt_path")
-    spec = dict(ckpt[ARCH_KEY])
+    model, spec = load_generator(ckpt_path, what="ckpt_path")
     require(spec.get("arch") == "multi_exit",
             f"ckpt_path {ckpt_path} holds a {spec.get('arch')!r} generator; export needs a multi-exit checkpoint "
             f"(trained with model=multi_exit)")
-    model = build_generator(spec)
-    load_generator_state(model, {k[len(PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)})
     k = model.exit_depth(exit)
     exit_spec = model.exit_spec(k)
     state = {PREFIX + key: v.detach().clone().contiguous() for key, v in model.export_state(k).items()}
@@ -47,9 +42,7 @@ def export_exit(ckpt_path: str | Path, exit: int | str, out: str | Path | None =
         ARCH_KEY: exit_spec,
         EXPORT_KEY: {"source": str(ckpt_path), "exit": f"exit{k}", "source_arch": spec},
     }
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out)
+    atomic_torch_save(payload, out)
     return out
 
 

@@ -21,23 +21,23 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from lightning_sr.cost import COST_KEYS
 from lightning_sr.metrics import METRIC_MODES
 
 log = logging.getLogger(__name__)
 
-SUMMARY_COST_KEYS = ("params", "params_trainable", "macs", "macs_input", "size_mb", "latency_ms", "latency_threads")
 
 
 def summary_of(metrics: dict[str, Any]) -> dict[str, Any]:
     """The flat run summary of a job's metrics.json: ``cost/*``, ``final/*`` (per set, per exit),
     ``bicubic/*``, status, training time and steps. Same flattening as the sweep report's columns
-    (:func:`lightning_sr.sweep.measured_values`), under W&B-friendly prefixes."""
-    from lightning_sr.sweep import bicubic_values, measured_values
+    (:func:`lightning_sr.summary.measured_values`), under W&B-friendly prefixes."""
+    from lightning_sr.summary import bicubic_values, measured_values
 
     out: dict[str, Any] = {"status": metrics.get("status", "finished")}
     for k, v in measured_values(metrics).items():
         last = k.rsplit("/", 1)[-1]
-        prefix = "cost/" if last in SUMMARY_COST_KEYS else "final/" if last in METRIC_MODES else ""
+        prefix = "cost/" if last in COST_KEYS else "final/" if last in METRIC_MODES else ""
         out[prefix + k] = v
     out.update({f"bicubic/{k}": v for k, v in bicubic_values(metrics).items()})
     return out
@@ -97,7 +97,7 @@ def _hydra_info() -> dict[str, Any]:
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """Default W&B name, group, tags and job info of this job (see module docstring)."""
-    from lightning_sr.sweep import job_run_name, sweep_name
+    from lightning_sr.overrides import job_run_name, sweep_name
 
     info = _hydra_info()
     base = str(cfg.get("name") or "lightning-sr")
@@ -131,13 +131,23 @@ def _finish_leftover_run() -> None:
             pass
 
 
-def _wandb(spec: dict[str, Any], run_dir: Path, cfg: DictConfig | None = None):
-    """(logger or None, one warning message or None)."""
+RUN_ID_FILE = "wandb_run_id.txt"
+
+
+def _wandb(spec: dict[str, Any], run_dir: Path, cfg: DictConfig | None = None, resuming: bool = False):
+    """(logger or None, one warning message or None). A resumed run continues the W&B run whose id the run
+    folder keeps (``wandb_run_id.txt``), online or offline, so its curves do not break in two."""
     import wandb
 
     spec = dict(spec)
     spec.pop("_target_", None)
     spec.setdefault("save_dir", str(run_dir))
+    id_file = run_dir / RUN_ID_FILE
+    if resuming and not spec.get("id") and id_file.is_file():
+        spec["id"] = id_file.read_text().strip()
+        spec["resume"] = "allow"
+        log.info("W&B: continuing run %s (from %s)", spec["id"], id_file)
+
     timeout = spec.pop("init_timeout", None)
     if timeout:
         spec["settings"] = wandb.Settings(init_timeout=float(timeout))
@@ -159,7 +169,12 @@ def _wandb(spec: dict[str, Any], run_dir: Path, cfg: DictConfig | None = None):
             _ = lg.experiment  # start the run now, so failures surface here
         except Exception as e:
             errors.append(f"{attempt}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            try:  # the failed attempt may still hold the run id (a resumed run's): free it for the next one
+                wandb.teardown()
+            except Exception:
+                pass
             continue
+        _keep_run_id(id_file, lg)
         if errors:
             return lg, (f"W&B could not start ({'; '.join(errors)}); logging offline to {spec['save_dir']}/wandb "
                         f"(upload later: wandb sync {spec['save_dir']}/wandb/offline-run-*)")
@@ -167,7 +182,17 @@ def _wandb(spec: dict[str, Any], run_dir: Path, cfg: DictConfig | None = None):
     return None, f"W&B could not start ({'; '.join(errors)}); logging to CSV in {run_dir / 'csv'} instead"
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
+@rank_zero_only
+def _keep_run_id(path: Path, lg: Any) -> None:
+    from lightning_sr.fs import atomic_write
+
+    try:
+        atomic_write(path, f"{lg.experiment.id}\n")
+    except Exception as e:  # losing the id only means a resumed run starts a new W&B run
+        log.warning("could not keep the W&B run id in %s: %s", path, e)
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> list[Any]:
     from lightning_sr.config import to_plain
 
     out = []
@@ -176,7 +201,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
         if not spec:
             continue
         if "Wandb" in str(spec.get("_target_", "")):
-            lg, warning = _wandb(spec, run_dir, cfg)
+            lg, warning = _wandb(spec, run_dir, cfg, resuming)
             if warning:
                 log.warning(warning)
             if lg is None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,30 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from lightning_sr.config import build_module, to_plain, validate_config
+from lightning_sr.config import (
+    build_datamodule,
+    build_module,
+    flatten,
+    to_plain,
+    user_overrides,
+    validate_config,
+)
 from lightning_sr.cost import cost_from_config
-from lightning_sr.data import SRDataModule
-from lightning_sr.errors import LightningSRError
+from lightning_sr.errors import ConfigError, LightningSRError
+from lightning_sr.fs import atomic_write
 from lightning_sr.loggers import build_loggers, finish_loggers
 from lightning_sr.strategies import end_process_group
 
 log = logging.getLogger(__name__)
+
+# config keys that may change between a run and its resumption: where and how it runs, what it logs and how it
+# is evaluated, how long it trains. Anything else changes the experiment: resuming would mix two of them.
+RESUME_SAFE = ("paths", "ckpt_path", "resume", "name", "published", "logger", "callbacks", "val", "metrics", "cost",
+               "float32_matmul_precision", "trainer.max_steps", "trainer.max_epochs", "trainer.val_check_interval",
+               "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.num_sanity_val_steps",
+               "trainer.enable_progress_bar", "trainer.plugins", "data.num_workers", "data.pin_memory",
+               "data.decode_threads", "data.cache", "data.val_max_images", "data.benchmark_root",
+               "data.benchmark_sets", "data.benchmark_use_lr")
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -35,34 +52,31 @@ def run_dir_of(cfg: DictConfig) -> Path:
 
 
 def overrides_of() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return user_overrides()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 @rank_zero_only
 def write_metrics(run_dir: Path, metrics: dict[str, Any], records: list[dict[str, Any]] | None = None) -> None:
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
+    atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
     if records:
         fields = ["set", "exit", "image", "psnr", "ssim", "lpips"]
-        with open(run_dir / "per_image.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=[k for k in fields if any(k in r for r in records)],
-                               extrasaction="ignore")
-            w.writeheader()
-            w.writerows(records)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=[k for k in fields if any(k in r for r in records)], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(records)
+        atomic_write(run_dir / "per_image.csv", buf.getvalue())
 
 
-def summarize(module, cfg: DictConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, str] | None = None) -> dict[str, Any]:
     """metrics.json content: headline means, per set (and per exit), bicubic baseline, model cost."""
     sets = module.val_results
     main = {s: ex.get("", {}) for s, ex in sets.items()}
+    if roles:
+        main = {s: {**v, "role": roles.get(s, "val")} for s, v in main.items()}
     out: dict[str, Any] = {"status": "finished", "name": cfg.get("name"), "overrides": overrides_of()}
     for m in ("psnr", "ssim", "lpips"):
         vals = [v[m] for v in main.values() if m in v]
@@ -100,6 +114,13 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return cbs
 
 
+# ----- resuming ------------------------------------------------------------------------------------------------
+def experiment_config(cfg: DictConfig) -> dict[str, Any]:
+    """The flat resolved config without the keys that may change on resume (:data:`RESUME_SAFE`)."""
+    flat = flatten(to_plain(cfg))
+    return {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in RESUME_SAFE)}
+
+
 def _find_previous_run(cfg: DictConfig, run_dir: Path) -> Path | None:
     """Latest earlier run folder of the same name and the same overrides (for ``ckpt_path=last``)."""
     import yaml
@@ -115,8 +136,33 @@ def _find_previous_run(cfg: DictConfig, run_dir: Path) -> Path | None:
     return None
 
 
+def check_resume(cfg: DictConfig, ckpt: str, run_dir: Path) -> None:
+    """Resume only a checkpoint of this experiment: the config it stored must equal this one outside
+    :data:`RESUME_SAFE`; else one line names the keys that differ and the two ways out."""
+    from lightning_sr.checkpoint import CONFIG_KEY
+
+    try:
+        stored = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get(CONFIG_KEY)
+    except Exception as e:
+        raise ConfigError(f"cannot read the checkpoint to resume, {ckpt}: {type(e).__name__}: {e}; remove it or "
+                          f"start over with resume=false") from None
+    if stored is None:
+        log.warning("%s stores no config (written by an older version): resuming without checking it", ckpt)
+        return
+    now = experiment_config(cfg)
+    keys = sorted(set(now) | set(stored))
+    differ = [k for k in keys if not any(k == p or k.startswith(p + ".") for p in RESUME_SAFE)
+              and now.get(k, "<unset>") != stored.get(k, "<unset>")]
+    if differ:
+        shown = "; ".join(f"{k}: {stored.get(k, '<unset>')} -> {now.get(k, '<unset>')}" for k in differ[:6])
+        more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
+        raise ConfigError(f"{ckpt} belongs to another experiment ({shown}{more}); to train this config start over "
+                          f"with resume=false or use a new folder (hydra.run.dir=DIR, multirun: hydra.sweep.dir=DIR)")
+
+
 def resolve_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """Checkpoint to resume from: ``ckpt_path`` (a path, or ``last``), else this run folder's last.ckpt."""
+    """Checkpoint to resume from: ``ckpt_path`` (a path, or ``last``), else this run folder's last.ckpt (when
+    ``resume``); its stored config must match (:func:`check_resume`)."""
     ckpt = cfg.get("ckpt_path")
     last = run_dir / "checkpoints" / "last.ckpt"
     if ckpt == "last":
@@ -124,24 +170,22 @@ def resolve_resume(cfg: DictConfig, run_dir: Path) -> str | None:
             prev = _find_previous_run(cfg, run_dir)
             last = prev / "checkpoints" / "last.ckpt" if prev else last
         if not last.is_file():
-            from lightning_sr.errors import ConfigError
-
             raise ConfigError(f"ckpt_path=last but no last.ckpt in {run_dir} nor in an earlier run of {run_dir.parent} "
                               f"with the same overrides; give ckpt_path=PATH or hydra.run.dir=<the run folder>")
-        log.info("resuming from %s", last)
-        return str(last)
-    if ckpt:
-        return str(ckpt)
-    if cfg.get("resume", True) and last.is_file():
-        log.info("resuming from %s (same run folder; resume=false to start over)", last)
-        return str(last)
-    return None
+        found = str(last)
+    elif ckpt:
+        found = str(ckpt)
+    elif cfg.get("resume", True) and last.is_file():
+        found = str(last)
+    else:
+        return None
+    check_resume(cfg, found, run_dir)
+    log.info("resuming from %s (resume=false to start over)", found)
+    return found
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
     """Hash of the resolved config minus where/how it runs: equal fingerprints = the same experiment."""
-    import hashlib
-
     c = to_plain(cfg)
     for k in ("paths", "ckpt_path", "resume"):
         c.pop(k, None)
@@ -161,6 +205,7 @@ def _finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     return None
 
 
+# ----- the tasks -----------------------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_of(cfg)
     done = _finished(run_dir, cfg) if cfg.get("resume", True) and not cfg.get("ckpt_path") else None
@@ -168,32 +213,37 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s already finished (metrics.json); skipping. resume=false to train again", run_dir)
         return done
     validate_config(cfg)
+    resume = resolve_resume(cfg, run_dir)  # before anything is built: a mismatching checkpoint is one line
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
-    dm = SRDataModule(cfg.data, int(cfg.scale), seed=int(cfg.seed))
+    dm = build_datamodule(cfg)
     dm.setup("fit")  # decode + validate data before anything is trained
     module = build_module(cfg)
-    module.eval_names = dm.eval_names
-    loggers = build_loggers(cfg, run_dir)
+    module.run_config = experiment_config(cfg)
+    loggers = build_loggers(cfg, run_dir, resuming=resume is not None)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False,
                                                  default_root_dir=str(run_dir))
     for lg in loggers:
         lg.log_hyperparams(to_plain(cfg))
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resolve_resume(cfg, run_dir))
+    trainer.ckpt_path = resume  # known to callbacks from setup() on (a compressed run rebuilds its structure)
+    trainer.fit(module, datamodule=dm)
+    trainer.ckpt_path = None
     train_time = time.perf_counter() - t0
-    trainer.validate(module, datamodule=dm, verbose=False)
-    if not trainer.is_global_zero:  # ranks > 0 took part in training and validation; rank 0 reports
+    trainer.test(module, datamodule=dm, verbose=False)  # final weights on every set, validation and test
+    if not trainer.is_global_zero:  # ranks > 0 took part in training and evaluation; rank 0 reports
         end_process_group()
         return {"status": "finished", "rank": trainer.global_rank}
     ckpt_cb = trainer.checkpoint_callback
+    roles = {d.name: d.role for d in getattr(dm, "eval_sets", [])}
     metrics = summarize(module, cfg, {
         "train_time_s": round(train_time, 2), "global_step": trainer.global_step,
+        "batches": module.batches_done(), "resumed_from": resume,
         "config_fingerprint": config_fingerprint(cfg),
         "best_ckpt": getattr(ckpt_cb, "best_model_path", None) or None,
         "last_ckpt": str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb is not None and ckpt_cb.dirpath else None,
-    })
+    }, roles)
     write_metrics(run_dir, metrics, module.val_records)
     finish_loggers(loggers, metrics)  # cost + final metrics to every logger's summary; closes the W&B run
     end_process_group()
@@ -204,9 +254,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from lightning_sr.checkpoint import load_generator
     from lightning_sr.config import generator_spec
-    from lightning_sr.errors import ConfigError
     from lightning_sr.models import build_generator
-    from lightning_sr.modules import SRBaseModule
+    from lightning_sr.modules import eval_module_class
 
     run_dir = run_dir_of(cfg)
     ckpt = cfg.get("ckpt_path")
@@ -218,18 +267,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         generator = build_generator(spec)
     else:
         raise ConfigError("evaluate.py needs ckpt_path=PATH (a training checkpoint) or model=bicubic")
-    dm = SRDataModule(cfg.data, int(cfg.scale))
+    dm = build_datamodule(cfg, seed=int(cfg.get("seed", 0)))
     dm.setup("test")
-    module = SRBaseModule(spec, int(cfg.scale), val=to_plain(cfg.get("val", {})),
-                          metrics=to_plain(cfg.get("metrics", {})))
+    module = eval_module_class(spec)(spec, int(cfg.scale), val=to_plain(cfg.get("val", {})),
+                                     metrics=to_plain(cfg.get("metrics", {})), cost=to_plain(cfg.get("cost", {})))
     module.generator = generator
-    module.eval_names = dm.eval_names
     trainer = L.Trainer(accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False,
                         default_root_dir=str(run_dir), enable_checkpointing=False,
                         enable_progress_bar=bool(cfg.get("progress_bar", True)), enable_model_summary=False)
     trainer.test(module, datamodule=dm, verbose=False)
-    metrics = summarize(module, cfg, {"ckpt_path": ckpt})
+    roles = {d.name: d.role for d in getattr(dm, "eval_sets", [])}
+    metrics = summarize(module, cfg, {"ckpt_path": ckpt}, roles)
     write_metrics(run_dir, metrics, module.val_records)
     for s, v in metrics["sets"].items():
-        log.info("%s: %s", s, ", ".join(f"{k}={x:.4f}" for k, x in v.items() if k != "images"))
+        log.info("%s: %s", s, ", ".join(f"{k}={x:.4f}" for k, x in v.items() if isinstance(x, float)))
     return metrics

@@ -7,16 +7,24 @@ as a *single run of the current job*: ``python train.py <this job's overrides> h
 folder>``, so a sweep of J jobs on N devices runs J jobs with N processes each. After a job, the
 process group is torn down and a fresh port is chosen, so the next job of the sweep gets a new group.
 On SLURM (or torchrun) the processes come from outside and no launcher runs at all.
+
+Modules with manual optimisation (SRGAN, TecoGAN: generator and discriminator steps, each optimiser's
+parameters toggled on and off) leave parameters without gradients in each backward pass; DDP then needs
+``find_unused_parameters=True`` (Lightning issues 20328, 20866), which :class:`HydraDDPStrategy` turns on for
+such modules by itself.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+log = logging.getLogger(__name__)
 
 
 def _job_command(local_rank: int) -> tuple[list[str], str | None]:
@@ -64,6 +72,14 @@ class HydraDDPStrategy(DDPStrategy):
     def _configure_launcher(self) -> None:
         assert self.cluster_environment is not None
         self._launcher = _HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+
+    def _setup_model(self, model):
+        lm = self.lightning_module
+        if lm is not None and not lm.automatic_optimization and not self._ddp_kwargs.get("find_unused_parameters"):
+            log.info("%s optimises manually (several optimisers): DDP with find_unused_parameters=True",
+                     type(lm).__name__)
+            self._ddp_kwargs["find_unused_parameters"] = True
+        return super()._setup_model(model)
 
 
 def end_process_group() -> None:

@@ -57,9 +57,11 @@ def write_tiny_images(folder: Path, n: int = 3, size: int = 64) -> Path:
     return folder
 
 
-def tiny_data_overrides(folder: Path) -> list[str]:
-    """After conftest.SMOKE: three 64x64 images (train = val), no latency timing, no model summary."""
-    return ["data=folder", "data.kind=folders", "data.name=tiny", f"data.hr_dir={folder}", "cost.latency=false",
+def tiny_data_overrides(folder: Path, val_folder: Path | None = None) -> list[str]:
+    """After conftest.SMOKE: 64x64 images for training and a validation folder (by default the training
+    images, named as a separate folder), no latency timing, no model summary."""
+    return ["data=folder", "data.kind=folders", "data.name=tiny", f"data.hr_dir={folder}",
+            f"data.val_hr_dir={val_folder or folder}", "data.val_split=0", "cost.latency=false",
             "callbacks.model_summary=null"]
 
 

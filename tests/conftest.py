@@ -63,6 +63,21 @@ def run_cli(script: str, args: list[str], cwd: Path = ROOT, timeout: int = 600, 
     return p
 
 
+def run_task_in_process(overrides: list[str], out_dir: Path, capsys, task: str = "train", config_name: str = "train"):
+    """What the entry point does with a bad config, without starting a process: (exit status, stderr lines)."""
+    from lightning_sr import run
+    from lightning_sr.cli import run_task
+
+    cfg = compose(overrides, out_dir, config_name)
+    code = 0
+    capsys.readouterr()
+    try:
+        run_task(getattr(run, task), cfg)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.splitlines()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Embedded PNGs go to one session-wide temp cache; W&B stays offline and local."""

@@ -6,7 +6,7 @@ import pytest
 
 from lightning_sr.config import validate_config
 from lightning_sr.errors import ConfigError
-from tests.conftest import SMOKE, compose, run_cli
+from tests.conftest import SMOKE, compose, run_cli, run_task_in_process
 
 
 @pytest.mark.parametrize("override,match", [
@@ -30,13 +30,10 @@ def test_default_config_is_valid():
     assert cfg.model.arch == "srresnet" and cfg.data.name == "embedded" and cfg.scale == 4
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("model.res_blocks=-2", "model.res_blocks=-2 is impossible"),
-    ("data.patch_size=30", "data.patch_size=30 is not divisible by scale=4"),
-    ("scale=7", "scale=7 is not supported"),
-])
-def test_cli_one_line_error_before_training(tmp_path, override, needle):
-    p = run_cli("train.py", [*SMOKE, override, f"hydra.run.dir={tmp_path}"], check=False, timeout=180)
+def test_cli_one_line_error_before_training(tmp_path):
+    """The real entry point: one ``error:`` line, exit status 2, no traceback, nothing trained, a failed record."""
+    needle = "data.patch_size=30 is not divisible by scale=4"
+    p = run_cli("train.py", [*SMOKE, "data.patch_size=30", f"hydra.run.dir={tmp_path}"], check=False, timeout=180)
     assert p.returncode == 2
     err_lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert len(err_lines) == 1 and needle in err_lines[0], p.stderr[-2000:]
@@ -46,11 +43,16 @@ def test_cli_one_line_error_before_training(tmp_path, override, needle):
     assert rec["status"] == "failed" and needle in rec["error"]
 
 
-def test_cli_missing_data_folder(tmp_path):
-    missing = tmp_path / "no_such_dir"
-    no_profile = [o for o in SMOKE if not o.startswith("profile=")]  # profile=smoke would switch to embedded data
-    p = run_cli("train.py", [*no_profile, "data=folder", f"data.hr_dir={missing}", f"hydra.run.dir={tmp_path / 'run'}"],
-                check=False, timeout=180)
-    assert p.returncode == 2
-    line = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")][0]
-    assert str(missing) in line and "expected layout" in line
+@pytest.mark.parametrize("override,needle", [
+    ("model.res_blocks=-2", "model.res_blocks=-2 is impossible"),
+    ("scale=7", "scale=7 is not supported"),
+    ("data=folder", "does not exist (expected layout"),
+])
+def test_every_bad_value_is_one_line_before_training(tmp_path, capsys, override, needle):
+    over = [o for o in SMOKE if not o.startswith("profile=")] if override.startswith("data=") else list(SMOKE)
+    over += [override] + ([f"data.hr_dir={tmp_path / 'no_such_dir'}"] if override.startswith("data=") else [])
+    code, err = run_task_in_process(over, tmp_path, capsys)
+    lines = [ln for ln in err if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+    assert not (tmp_path / "checkpoints").exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"

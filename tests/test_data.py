@@ -1,6 +1,7 @@
 """Data: decoding once, aligned patches, presets, and every kind of bad input."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,121 @@ def test_benchmark_layouts(tmp_path):
     cfg.benchmark_sets = ["Urban100"]
     with pytest.raises(DataError, match="Urban100"):
         SRDataModule(cfg, 4).setup("test")
+
+
+# ----- issue 9: held-out validation, the embedded folder, the decoded-image cache, exact degradations -------------
+def test_folder_holds_out_validation_images_and_names_them(tmp_path, caplog):
+    for i in range(10):
+        _img(tmp_path / f"{i:02d}.png", 32, 32, seed=i)
+    cfg = OmegaConf.create(dict(kind="folders", name="f", train={"hr_dir": str(tmp_path), "lr_dir": None},
+                                val=[{"name": "folder", "hr_dir": None, "lr_dir": None}], val_split=0.2,
+                                patch_size=16, batch_size=2, iters_per_epoch=3, num_workers=0, pin_memory=False))
+    dm = SRDataModule(cfg, 4)
+    with caplog.at_level(logging.INFO):
+        dm.setup("fit")
+    train_names = {p.name for p in dm.train_set.pairs}
+    val_names = {p.name for p in dm.eval_sets[0].pairs}
+    assert val_names == {"08", "09"} and train_names == {f"{i:02d}" for i in range(8)}
+    assert "holding out 2 of 10 images" in caplog.text and "08.png, 09.png" in caplog.text
+    # evaluate.py (no training) evaluates the whole folder
+    ev = SRDataModule(cfg, 4)
+    ev.setup("test")
+    assert len(ev.eval_sets[0]) == 10
+
+
+def test_folder_preset_never_validates_on_training_images(tmp_path):
+    from tests.conftest import compose
+
+    for i in range(4):
+        _img(tmp_path / f"{i}.png", 32, 32, seed=i)
+    cfg = compose(["data=folder", f"data.hr_dir={tmp_path}", "data.patch_size=16"])
+    dm = SRDataModule(cfg.data, 4)
+    dm.setup("fit")
+    assert not {p.name for p in dm.train_set.pairs} & {p.name for p in dm.eval_sets[0].pairs}
+
+
+def test_benchmark_sets_are_test_sets_never_validation(tmp_path):
+    from tests.conftest import compose
+
+    for s in ("Set5", "Set14"):
+        (tmp_path / s).mkdir()
+        _img(tmp_path / s / "a.png", 32, 32)
+    cfg = compose(["experiment=self_distillation", "profile=smoke", f"data.benchmark_root={tmp_path}",
+                   "data.benchmark_sets=[Set5,Set14]"])
+    dm = SRDataModule(cfg.data, 4)
+    dm.setup("fit")
+    assert dm.set_names("val") == ["embedded"] and dm.set_names("test") == ["embedded", "Set5", "Set14"]
+    assert [d.role for d in dm.eval_sets] == ["val", "test", "test"]
+    full = compose(["experiment=self_distillation"])
+    assert full.data.val and full.data.val_max_images == 10  # DIV2K validation images pick the checkpoints
+
+
+def test_embedded_setup_never_removes_files_it_did_not_write(tmp_path):
+    from lightning_sr.data.embedded import MANIFEST, materialize
+
+    (tmp_path / "train").mkdir()
+    mine = _img(tmp_path / "train" / "my_photo.png")
+    folders = materialize(tmp_path)
+    assert mine.is_file()  # a foreign file survives
+    assert (folders["train"] / "chelsea.png").is_file()
+    (folders["train"] / MANIFEST).write_text('{"written": ["chelsea.png", "old_image.png"]}')
+    _img(folders["train"] / "old_image.png")  # one we wrote for an older image list: removed
+    materialize(tmp_path)
+    assert mine.is_file() and not (folders["train"] / "old_image.png").exists()
+
+
+def test_decoded_cache_is_written_once_and_memory_mapped(tmp_path, monkeypatch):
+    import lightning_sr.data.datasets as ds_mod
+    from lightning_sr.data.cache import decoded_dir
+
+    monkeypatch.setenv("LSR_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "img").mkdir()
+    for i in range(2):
+        _img(tmp_path / "img" / f"{i}.png", 32, 32, seed=i)
+    first = load_pairs(ImageSet("s", str(tmp_path / "img")), 4)
+    files = sorted(decoded_dir().rglob("*.npy"))
+    assert len(files) == 4  # HR and LR of two images
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(ds_mod, "read_rgb", boom)
+    again = load_pairs(ImageSet("s", str(tmp_path / "img")), 4)  # another run / rank: no decoding at all
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a.hr, b.hr) and torch.equal(a.lr, b.lr)
+    maps = Path("/proc/self/maps").read_text()
+    assert all(str(f) in maps for f in files)  # memory-mapped: shared pages, not a private copy
+    # a changed file gets a new entry
+    monkeypatch.undo()
+    monkeypatch.setenv("LSR_CACHE", str(tmp_path / "cache"))
+    _img(tmp_path / "img" / "0.png", 32, 32, seed=9)
+    load_pairs(ImageSet("s", str(tmp_path / "img")), 4)
+    assert len(sorted(decoded_dir().rglob("*.npy"))) == 6
+
+
+def test_rgba_is_composited_on_white_exactly(tmp_path):
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)     # opaque red
+    rgba[0, 1] = (255, 0, 0, 0)       # fully transparent: white
+    rgba[1, 0] = (0, 0, 255, 128)     # half blue over white
+    rgba[1, 1] = (10, 20, 30, 51)     # 20 % opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    got = read_rgb(tmp_path / "a.png").astype(int)
+    a = rgba[..., 3:4] / 255.0
+    want = np.round(rgba[..., :3] * a + 255 * (1 - a)).astype(int)
+    assert np.abs(got - want).max() <= 1  # PIL's integer compositing rounds within one grey level
+    assert got[0, 0].tolist() == [255, 0, 0] and got[0, 1].tolist() == [255, 255, 255]
+
+
+def test_bd_degradation_equals_an_independent_reference():
+    """BD: 7x7 Gaussian (sigma 1.6), replicate borders, then every scale-th pixel from scale // 2."""
+    from scipy.ndimage import convolve
+
+    hr = torch.rand(3, 24, 36, dtype=torch.float64) * 255
+    r = np.arange(7) - 3
+    g = np.exp(-(r ** 2) / (2 * 1.6 ** 2))
+    k = np.outer(g, g) / np.outer(g, g).sum()
+    want = np.stack([convolve(c, k, mode="nearest") for c in hr.numpy()])[:, 1::3, 1::3]
+    got = degrade(hr, 3, "bd", 1.6).numpy()
+    assert got.shape == want.shape == (3, 8, 12)
+    assert np.abs(got - want).max() < 1e-9

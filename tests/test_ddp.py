@@ -1,27 +1,11 @@
-"""DDP on CPU (gloo, 2 processes): metrics equal a single process; a multirun of DDP jobs runs each job once."""
+"""DDP on CPU (gloo, 2 processes): metrics equal a single process for every module; a multirun of DDP jobs runs
+each job once; a crash on one rank neither hangs nor loses the checkpoint."""
 
 import json
 
 import pytest
 
 from tests.conftest import SMOKE, compose, run_cli
-
-
-@pytest.mark.slow
-def test_ddp_validation_equals_single_process(tmp_path):
-    ddp = tmp_path / "ddp"
-    run_cli("train.py", [*SMOKE, "trainer=ddp_cpu", "trainer.devices=2", "cost.latency=false",
-                         f"hydra.run.dir={ddp}"], timeout=600)
-    m = json.loads((ddp / "metrics.json").read_text())
-    assert m["status"] == "finished" and m["sets"]["embedded"]["images"] == 2  # both shards, no duplicates
-    single = tmp_path / "single"
-    run_cli("evaluate.py", [f"ckpt_path={ddp / 'checkpoints' / 'last.ckpt'}", "cost.latency=false",
-                            f"hydra.run.dir={single}"], timeout=300)
-    s = json.loads((single / "metrics.json").read_text())
-    assert m["psnr"] == pytest.approx(s["psnr"], abs=1e-6)
-    assert m["ssim"] == pytest.approx(s["ssim"], abs=1e-6)
-    # rank zero alone wrote the run's files
-    assert not list(ddp.glob("**/*rank1*metrics*"))
 
 
 @pytest.mark.slow
@@ -33,6 +17,12 @@ def test_multirun_times_ddp_runs_each_job_once(tmp_path):
     for j, blocks in (("0", 1), ("1", 2)):
         m = json.loads((tmp_path / j / "metrics.json").read_text())
         assert m["status"] == "finished" and m["generator"]["res_blocks"] == blocks and m["global_step"] == 4
+        assert m["sets"]["embedded"]["images"] == 2  # both ranks' shards, no duplicates
+    # DDP validation equals a single-process evaluation of the same checkpoint; rank zero alone wrote the files
+    m = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    single = _evaluate(m["last_ckpt"], tmp_path / "single")
+    assert m["psnr"] == pytest.approx(single["psnr"], abs=1e-6) and m["ssim"] == pytest.approx(single["ssim"], abs=1e-6)
+    assert not list(tmp_path.glob("**/*rank1*metrics*"))
 
 
 def test_ddp_and_slurm_configs_compose():
@@ -49,3 +39,78 @@ def test_ddp_and_slurm_configs_compose():
                                       "hydra/launcher=slurm"], return_hydra_config=True)
     launcher = full.hydra.launcher
     assert launcher.nodes == 2 and launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4
+    # trainer=ddp's default (devices=-1: all GPUs) cannot size a SLURM request: one clear line
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        bad = hc("train", overrides=["trainer=ddp", "hydra/launcher=slurm"], return_hydra_config=True)
+    with pytest.raises(Exception, match=r"trainer.devices=-1 does not say how many GPUs per node to ask for"):
+        _ = bad.hydra.launcher.gpus_per_node
+    # SyncBatchNorm on CPU processes is refused before training
+    from lightning_sr.config import validate_config
+    from lightning_sr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sync_batchnorm=true works on GPUs only"):
+        validate_config(compose(["trainer=ddp_cpu", "trainer.sync_batchnorm=true"]))
+
+
+def _evaluate(ckpt, out):
+    run_cli("evaluate.py", [f"ckpt_path={ckpt}", "cost.latency=false", f"hydra.run.dir={out}"], timeout=300)
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_srgan_with_data_driven_pruning_under_ddp_equals_a_single_process(tmp_path):
+    """SRGAN (BatchNorm discriminator, generator/discriminator toggling) trains on 2 CPU processes; global
+    Taylor pruning decides on the same (full) calibration data on both ranks; every logged PSNR covers every
+    image and equals a single-process evaluation."""
+    from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
+
+    spec = {**SPEC, "res_blocks": 2}
+    dense = save_ckpt(tiny_generator(**spec), spec, tmp_path / "dense.ckpt")
+    run = tmp_path / "ddp"
+    no_arch = [o for o in SMOKE if not o.startswith(("model.res_blocks", "model.channels"))]  # from the checkpoint
+    run_cli("train.py", [*no_arch, "model=srgan", "model.perceptual.pretrained=false", "model.discriminator.channels=8",
+                         f"model.init_from={dense}", "compression=channel_prune",
+                         "compression.channel_prune.importance=taylor", "compression.channel_prune.global_pruning=true",
+                         "trainer=ddp_cpu", "trainer.devices=2", "cost.latency=false", f"hydra.run.dir={run}"],
+            timeout=600)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["global_step"] == 4 and m["sets"]["embedded"]["images"] == 2
+    single = _evaluate(m["last_ckpt"], tmp_path / "single")
+    assert m["psnr"] == pytest.approx(single["psnr"], abs=1e-6) and m["ssim"] == pytest.approx(single["ssim"], abs=1e-6)
+    before = _evaluate(dense, tmp_path / "dense_eval")
+    (entry,) = m["compression"]
+    assert entry["before"]["psnr"] == pytest.approx(before["psnr"], abs=1e-6)  # both images, not rank 0's one
+
+
+@pytest.mark.slow
+def test_multi_exit_with_batchnorm_under_ddp_equals_a_single_process(tmp_path):
+    run = tmp_path / "ddp"
+    run_cli("train.py", [*SMOKE, "model=multi_exit", "model.res_blocks=2", "model.exits=[1]", "trainer=ddp_cpu",
+                         "trainer.devices=2", "cost.latency=false", f"hydra.run.dir={run}"], timeout=600)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["generator"]["norm"] == "batch"
+    single = _evaluate(m["last_ckpt"], tmp_path / "single")
+    assert m["psnr"] == pytest.approx(single["psnr"], abs=1e-6)
+    assert m["exits"]["embedded"]["exit1"]["psnr"] == pytest.approx(single["exits"]["embedded"]["exit1"]["psnr"],
+                                                                     abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_crash_on_one_rank_neither_hangs_nor_loses_the_checkpoint(tmp_path):
+    """Rank 1 fails at step 3 while rank 0 goes on: the run ends (no collective save from the exception handler
+    waiting for the other rank) and rank 0's state at its last step is on disk."""
+    import time
+
+    import torch
+
+    run = tmp_path / "ddp"
+    t0 = time.perf_counter()
+    p = run_cli("train.py", [*SMOKE, "trainer=ddp_cpu", "trainer.devices=2", "trainer.max_steps=8",
+                             "callbacks.last_checkpoint.every_n_steps=100", "cost.latency=false",
+                             "+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=3",
+                             "+callbacks.crash.rank=1", f"hydra.run.dir={run}"], timeout=240, check=False)
+    assert p.returncode != 0 and time.perf_counter() - t0 < 200
+    assert "simulated crash at step 3 on rank 1" in p.stdout + p.stderr
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file(), (p.stdout + p.stderr)[-3000:]  # periodic saving is off: the exception handler wrote it
+    assert 3 <= torch.load(ckpt, weights_only=True, map_location="cpu")["global_step"] <= 4

@@ -11,6 +11,7 @@ from tests.conftest import run_cli
 
 
 @pytest.mark.slow
+@pytest.mark.solo  # timed: nothing else may run beside it
 def test_python_train_py_beats_bicubic_within_five_minutes(tmp_path):
     t0 = time.perf_counter()
     # the user's command, plus only where to write; all cores, as a user would run it

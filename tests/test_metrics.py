@@ -93,3 +93,62 @@ def test_lpips_random_backbone_warns_and_runs():
     a = torch.rand(1, 3, 32, 32)
     assert m(a, a).item() == pytest.approx(0.0, abs=1e-6)
     assert m(a, torch.rand(1, 3, 32, 32)).item() > 0
+
+
+# ----- synthetic checks strong enough without ../shared: an independent reference of the conventions -----------
+def _ref_eval_space(img: np.ndarray, crop: int) -> np.ndarray:
+    """Written from the definitions, not from the code: 8-bit rounding, BT.601 Y, border crop."""
+    x = np.round(np.clip(img, 0, 1) * 255.0)
+    y = 16.0 + (65.481 * x[0] + 128.553 * x[1] + 24.966 * x[2]) / 255.0
+    return y[crop:-crop, crop:-crop] if crop else y
+
+
+def _ref_psnr(a, b, crop):
+    ya, yb = _ref_eval_space(a, crop), _ref_eval_space(b, crop)
+    return 10 * np.log10(255.0 ** 2 / np.mean((ya - yb) ** 2))
+
+
+def _ref_ssim(a, b, crop):
+    """MATLAB ssim.m: fspecial('gaussian', 11, 1.5), filter2(..., 'valid'), K = (0.01, 0.03), L = 255."""
+    from scipy.signal import convolve2d
+
+    ya, yb = _ref_eval_space(a, crop), _ref_eval_space(b, crop)
+    r = np.arange(11) - 5
+    g = np.exp(-(r ** 2) / (2 * 1.5 ** 2))
+    w = np.outer(g, g)
+    w /= w.sum()
+    f = lambda x: convolve2d(x, np.rot90(w, 2), mode="valid")  # noqa: E731  (filter2 = correlation)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    ma, mb = f(ya), f(yb)
+    saa, sbb, sab = f(ya * ya) - ma ** 2, f(yb * yb) - mb ** 2, f(ya * yb) - ma * mb
+    return np.mean(((2 * ma * mb + c1) * (2 * sab + c2)) / ((ma ** 2 + mb ** 2 + c1) * (saa + sbb + c2)))
+
+
+@pytest.mark.parametrize("crop", [0, 2, 4])
+def test_psnr_and_ssim_equal_an_independent_reference(crop):
+    rng = np.random.default_rng(crop)
+    hr = rng.random((3, 40, 36))
+    sr = np.clip(hr + rng.normal(0, 0.05, hr.shape), 0, 1)
+    sr[:, :3, :] = rng.random((3, 3, 36))  # a corrupted border: a wrong crop changes the result
+    t = lambda a: torch.from_numpy(a).float().unsqueeze(0)  # noqa: E731
+    assert psnr(t(sr), t(hr), crop).item() == pytest.approx(_ref_psnr(t(sr)[0].double().numpy(),
+                                                                       t(hr)[0].double().numpy(), crop), abs=1e-9)
+    assert ssim(t(sr), t(hr), crop).item() == pytest.approx(_ref_ssim(t(sr)[0].double().numpy(),
+                                                                      t(hr)[0].double().numpy(), crop), abs=1e-9)
+
+
+def test_each_convention_changes_the_number():
+    """Wrong crop, a wrong Y formula or a missing rounding would all move PSNR: the reference catches each."""
+    rng = np.random.default_rng(7)
+    hr = np.round(rng.random((3, 24, 24)) * 255) / 255
+    sr = np.clip(hr + (rng.integers(0, 2, hr.shape) * 0.45 + 0.3) / 255, 0, 1)  # sub-level offsets: rounding matters
+    sr[:, :, :4] = 0.0  # inside the 4-pixel border, outside a 2-pixel one
+    t = lambda a: torch.from_numpy(a).unsqueeze(0)  # noqa: E731
+    ours = psnr(t(sr), t(hr), 4).item()
+    assert ours == pytest.approx(_ref_psnr(sr, hr, 4), abs=1e-9)
+    unrounded = 10 * np.log10(255.0 ** 2 / np.mean(((sr - hr)[:, 4:-4, 4:-4] * 255 * np.array(
+        [65.481, 128.553, 24.966])[:, None, None] / 255).sum(0) ** 2))
+    assert abs(ours - unrounded) > 0.5
+    assert abs(ours - _ref_psnr(sr, hr, 2)) > 0.5  # another crop
+    rgb = psnr(t(sr), t(hr), 4, y_channel=False).item()
+    assert abs(ours - rgb) > 0.1

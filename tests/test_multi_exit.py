@@ -254,7 +254,7 @@ PUBLISHED = {  # published table -> (experiment overrides of each row, in order)
 def test_published_tables_match_the_experiments(table):
     from omegaconf import OmegaConf
 
-    from lightning_sr.sweep import load_published
+    from lightning_sr.report.published import load_published
 
     pub = load_published(table)  # the report's own loader
     assert pub.source == "002_151403904a4a0b00.txt"
@@ -274,7 +274,7 @@ def test_published_tables_match_the_experiments(table):
 
 
 def test_published_numbers_are_the_papers():
-    from lightning_sr.sweep import load_published
+    from lightning_sr.report.published import load_published
 
     t1, t2 = load_published("self_distillation_table1"), load_published("self_distillation_table2")
     assert t1.rows[0].values["Set5/psnr"] == 27.343 and t1.rows[0].values["Urban100/ssim"] == 0.636

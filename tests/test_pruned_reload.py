@@ -48,7 +48,7 @@ def test_block_and_channel_pruned_model_reloads_in_a_fresh_process(tmp_path):
     with torch.no_grad():
         ref = g.eval()(x)
     y = fresh_process_output(ckpt, x, tmp_path)
-    assert torch.equal(y["out"], ref)
+    torch.testing.assert_close(y["out"], ref, rtol=0, atol=1e-6)  # other thread count: float sums may reorder
     assert y["spec"]["res_blocks"] == 2
     assert y["shapes"] == {k: tuple(v.shape) for k, v in g.state_dict().items()}
     assert y["shapes"]["head.0.weight"][0] == 4 and y["shapes"]["upsampler.0.0.weight"][0] == 16

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lightning_sr.report import collect, main, pareto_front, plot_points
-from lightning_sr.sweep import load_published
+from lightning_sr.report.published import load_published
 from tests.conftest import ROOT, SMOKE, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -211,7 +211,8 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_acceptance_smoke_sweep_wandb_report(tmp_path):
     """python train.py -m model.res_blocks=1,2 <smoke> logger=wandb, then the report: a 2-row table,
-    two PNG plots and two offline W&B runs (one group, named by their overrides, summary = cost + metrics)."""
+    two PNG plots and two offline W&B runs (one group, named by their overrides, summary = cost + metrics).
+    Then the same command again after job 1 was 'pre-empted': job 0 is skipped, job 1 runs again."""
     from lightning_sr.config import generator_spec
     from lightning_sr.cost import count_params
     from lightning_sr.models import build_generator
@@ -253,3 +254,16 @@ def test_acceptance_smoke_sweep_wandb_report(tmp_path):
         assert "srresnet" in r.tags and "profile:smoke" in r.tags
         assert r.config["model"]["res_blocks"] == int(m["model.res_blocks"])
         assert list((r.dir / "files" / "media" / "images").rglob("*.png"))  # LR | SR | HR samples
+    for d, blocks in ((sweep / "0", 1), (sweep / "1", 2)):  # one job folder per value, each its resolved config
+        assert json.loads((d / "metrics.json").read_text())["generator"]["res_blocks"] == blocks
+        assert (d / ".hydra" / "config.yaml").is_file()
+
+    # a resumed sweep skips finished jobs
+    done = sweep / "0" / "metrics.json"
+    before = done.stat().st_mtime_ns
+    (sweep / "1" / "metrics.json").unlink()  # job 1 'was pre-empted'
+    (sweep / "1" / "checkpoints" / "last.ckpt").unlink()
+    p = run_cli("train.py", args, env={"WANDB_MODE": "offline"})
+    assert "already finished" in p.stdout + p.stderr
+    assert done.stat().st_mtime_ns == before  # job 0 untouched
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "finished"

@@ -13,7 +13,9 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
-from lightning_sr.sweep import job_run_name, load_published, swept_keys
+from lightning_sr.overrides import job_run_name
+from lightning_sr.report.jobs import swept_keys
+from lightning_sr.report.published import load_published
 from tests.conftest import CONF, ROOT, SHARED, SMOKE, compose, run_cli
 
 TABLES = {"srgan_layer_pruning": ("srgan", "srgan_layer_pruning"), "srresnet_layer_pruning": ("sr", None)}  # module
@@ -96,7 +98,7 @@ def test_run_names_and_swept_keys(tmp_path):
     assert job_run_name(job) == "experiment=srgan_layer_pruning,model.channels=8,model.res_blocks=12"
     assert job_run_name(["logger=wandb", "hydra.sweep.dir=x"]) is None
 
-    from lightning_sr.sweep import load_job
+    from lightning_sr.report.jobs import load_job
 
     for i, ov in enumerate((job, [*job[:3], "model.res_blocks=16"])):
         (sweep / str(i) / ".hydra").mkdir(parents=True)

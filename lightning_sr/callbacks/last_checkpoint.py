@@ -3,6 +3,10 @@
 With ``resume`` (the default) a run started again in the same run folder continues from it; the
 checkpoint write goes through :class:`lightning_sr.checkpoint.AtomicCheckpointIO`, so a kill in the
 middle of a write never leaves a truncated ``last.ckpt``.
+
+Under DDP an exception may reach one rank only, while the others wait in a collective call; saving through
+``trainer.save_checkpoint`` (which ends in a barrier) would then hang. So on an exception with several
+processes, rank 0 writes its own state directly (no collective call) and the other ranks write nothing.
 """
 
 from __future__ import annotations
@@ -38,11 +42,24 @@ class LastCheckpoint(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer, "end of training")
 
+    def _save_local(self, trainer: L.Trainer) -> None:
+        """Rank 0 writes its own state, without any collective call (DDP: optimiser states are local)."""
+        if trainer.global_rank != 0 or trainer.global_step == self._saved_step:
+            return
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, str(self.path))
+        self._saved_step = trainer.global_step
+
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not self.save_on_exception or trainer.global_step == 0:
             return
         try:
-            self._save(trainer, type(exception).__name__)
+            if trainer.world_size > 1:
+                self._save_local(trainer)
+                if trainer.global_rank != 0:
+                    return
+            else:
+                self._save(trainer, type(exception).__name__)
             log.warning("%s: saved %s at step %d; run the same command again to resume",
                         type(exception).__name__, self.path, trainer.global_step)
         except Exception as e:  # never mask the original exception

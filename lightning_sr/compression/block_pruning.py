@@ -25,6 +25,7 @@ from torch import nn
 
 from lightning_sr.compression.common import StructuralCompression, calibration_batch, check, check_choice
 from lightning_sr.errors import require
+from lightning_sr.models import conv_layers, is_multi_output
 
 CRITERIA = ("last", "l1", "output_delta")
 
@@ -34,7 +35,7 @@ def residual_blocks(gen: nn.Module, what: str = "compression.block_prune") -> nn
     require(isinstance(body, nn.ModuleList),
             f"{what} needs a generator whose residual blocks are a ModuleList `body` (model.arch=srresnet); "
             f"{type(gen).__name__} has none")
-    require(not getattr(gen, "exits", None),
+    require(not is_multi_output(gen),
             f"{what} cannot prune a multi-exit model ({type(gen).__name__}): its exits are attached to block "
             f"indices; export an exit first (lightning_sr.export) or prune a model=srresnet checkpoint")
     return body
@@ -44,7 +45,7 @@ def l1_scores(gen: nn.Module) -> list[float]:
     """Per block: L1 norm of the residual branch's convolution weights (times res_scale)."""
     scores = []
     for block in residual_blocks(gen):
-        s = sum(float(m.weight.detach().abs().sum()) for m in block.modules() if isinstance(m, nn.Conv2d))
+        s = sum(float(m.weight.detach().abs().sum()) for _, m in conv_layers(block))
         scores.append(s * abs(float(getattr(block, "res_scale", 1.0))))
     return scores
 

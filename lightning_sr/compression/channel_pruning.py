@@ -43,6 +43,7 @@ from lightning_sr.compression.common import (
     check_choice,
 )
 from lightning_sr.errors import require
+from lightning_sr.models import conv_layers, is_conv, is_multi_output, named_outputs
 
 IMPORTANCES = ("l1", "l2", "taylor")
 UPSAMPLER_MODES = ("group", "ignore")
@@ -51,7 +52,7 @@ KEY = "compression.channel_prune"
 
 # ----- structure ------------------------------------------------------------------------------------------
 def is_pixel_shuffle_stage(m: nn.Module) -> bool:
-    return isinstance(m, nn.Sequential) and len(m) >= 2 and isinstance(m[0], nn.Conv2d) \
+    return isinstance(m, nn.Sequential) and len(m) >= 2 and is_conv(m[0]) \
         and isinstance(m[1], nn.PixelShuffle)
 
 
@@ -73,7 +74,7 @@ def upsampler_stages(gen: nn.Module) -> list[tuple[str, nn.Sequential, nn.Conv2d
     out = []
     for owner in gen.modules():
         ups, tail = getattr(owner, "upsampler", None), getattr(owner, "tail", None)
-        if not isinstance(ups, nn.Sequential) or not isinstance(tail, nn.Conv2d):
+        if not isinstance(ups, nn.Sequential) or not is_conv(tail):
             continue
         stages = [s for s in ups if is_pixel_shuffle_stage(s)]
         if len(stages) != len(ups):
@@ -86,7 +87,7 @@ def upsampler_stages(gen: nn.Module) -> list[tuple[str, nn.Sequential, nn.Conv2d
 
 def output_convs(gen: nn.Module) -> list[nn.Conv2d]:
     """The convolutions that write the RGB output (``tail`` of the model and of every exit head)."""
-    return [m.tail for m in gen.modules() if isinstance(getattr(m, "tail", None), nn.Conv2d)]
+    return [m.tail for m in gen.modules() if is_conv(getattr(m, "tail", None))]
 
 
 def protected_modules(gen: nn.Module, protect: Sequence[str]) -> list[nn.Module]:
@@ -96,7 +97,7 @@ def protected_modules(gen: nn.Module, protect: Sequence[str]) -> list[nn.Module]
     for p in protect:
         require(p in names, f"{KEY}.protect names {p!r}, which is not a module of {type(gen).__name__}; use names "
                             f"such as head, tail, body.0, upsampler.0 (model.named_modules())")
-        mods += [m for m in names[p].modules() if isinstance(m, nn.Conv2d)]
+        mods += [m for _, m in conv_layers(names[p])]
     return mods
 
 
@@ -166,7 +167,7 @@ def n_to_prune(channels: int, ratio: float, round_to: int | None = None) -> int:
 # ----- the whole model ------------------------------------------------------------------------------------------
 def _example(gen: nn.Module) -> torch.Tensor:
     p = next(gen.parameters())
-    c = next(m for m in gen.modules() if isinstance(m, nn.Conv2d)).in_channels
+    c = next(m for _, m in conv_layers(gen)).in_channels
     return torch.rand(1, c, 16, 16, device=p.device)
 
 
@@ -201,7 +202,7 @@ class ChannelPlan:
 
     def prune(self, calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
         gen = self.gen
-        before = {n: m.out_channels for n, m in gen.named_modules() if isinstance(m, nn.Conv2d)}
+        before = {n: m.out_channels for n, m in conv_layers(gen)}
         if self.importance == "taylor":
             require(calib is not None, f"{KEY}.importance=taylor needs a calibration batch")
             _taylor_gradients(gen, *calib)
@@ -222,7 +223,7 @@ class ChannelPlan:
             was_training = gen.training
             _outputs(gen.eval(), _example(gen))
             gen.train(was_training)
-        after = {n: m.out_channels for n, m in gen.named_modules() if isinstance(m, nn.Conv2d)}
+        after = {n: m.out_channels for n, m in conv_layers(gen)}
         changed = {n: [before[n], after[n]] for n in before if n in after and before[n] != after[n]}
         return {"pruned_out_channels": changed, "groups": len(self.groups), "upsampler_stages": len(self.stages)}
 
@@ -238,7 +239,7 @@ def _taylor_gradients(gen: nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> Non
 
 
 def _forward_fn(gen: nn.Module):
-    return (lambda m, x: _outputs(m, x)) if hasattr(gen, "forward_exits") else None
+    return (lambda m, x: list(named_outputs(m, x).values())) if is_multi_output(gen) else None
 
 
 def prune_out_channels(gen: nn.Module, name: str, idxs: Sequence[int]) -> None:
@@ -249,7 +250,7 @@ def prune_out_channels(gen: nn.Module, name: str, idxs: Sequence[int]) -> None:
     trunk channel out of every block, the long skip and the first upsampler conv's input).
     """
     mod = gen.get_submodule(name)
-    require(isinstance(mod, nn.Conv2d), f"{name} is a {type(mod).__name__}, not a Conv2d")
+    require(is_conv(mod), f"{name} is a {type(mod).__name__}, not a convolution")
     for _, st, cons in upsampler_stages(gen):
         if st[0] is mod:
             prune_pixel_shuffle_stage(st, cons, idxs)

@@ -2,14 +2,18 @@
 
 * :func:`check` / :func:`check_choice`: validate a callback argument, one-line :class:`ConfigError`
   naming the config key, the value and the fix.
-* :func:`evaluate_psnr`: PSNR of the generator on the validation sets of the datamodule.
+* :func:`evaluate_psnr`: PSNR of the generator on the validation sets of the datamodule, through the module's
+  own evaluation path (:meth:`SRBaseModule.evaluate_datasets`): every image on every DDP rank, so every rank
+  logs the same numbers.
 * :func:`calibration_batch`: a small, deterministic (LR, HR) batch (centre crops of the first
-  validation images) for data-driven criteria (``output_delta``, ``taylor``); the same on every rank.
-* :func:`restore_structure`: rebuild the generator from a checkpoint's ``lsr_arch`` + tensor shapes.
+  validation images, read from the full set, not a rank's shard) for data-driven criteria (``output_delta``,
+  ``taylor``): every rank sees the same data and chooses the same structure.
+* :func:`restore_structure`: rebuild the generator from a checkpoint (``checkpoint.generator_from_checkpoint``).
 * :class:`StructuralCompression`: the callback skeleton. It acts once, in ``setup(stage="fit")``:
   Lightning calls it after the datamodule's ``setup`` and *before* the checkpoint is restored and
   ``configure_optimizers`` runs, so the optimiser only ever sees the compressed parameters.
-  It measures PSNR/params/MACs before and after, logs them to every logger
+  It measures PSNR and the model cost (``cost.model_cost`` with the run's ``cost.input_size``, latency
+  skipped) before and after, logs them to every logger
   (``compression/<name>/...``) and appends an entry to ``pl_module.compression_log``, which
   ``run.py`` writes into ``metrics.json`` under ``"compression"``.
 """
@@ -25,10 +29,9 @@ import torch
 from torch import nn
 
 from lightning_sr.errors import ConfigError, require
+from lightning_sr.models import named_outputs
 
 log = logging.getLogger(__name__)
-
-MACS_INPUT = (3, 32, 32)  # LR input of the before/after MAC counts in compression_log (cost.count_macs)
 
 
 # ----- argument checks --------------------------------------------------------------------------------------
@@ -53,66 +56,40 @@ def generator_of(pl_module: L.LightningModule, what: str) -> nn.Module:
 # ----- evaluation -------------------------------------------------------------------------------------------
 def _outputs(gen: nn.Module, lr: torch.Tensor) -> list[torch.Tensor]:
     """Every output of the generator (all exits of a multi-exit model, else the one output)."""
-    if hasattr(gen, "forward_exits"):
-        return list(gen.forward_exits(lr).values())
-    return [gen(lr)]
+    return list(named_outputs(gen, lr).values())
 
 
-@torch.no_grad()
+def _val_sets(trainer: L.Trainer) -> list:
+    dm = trainer.datamodule
+    return dm.sets("val") if dm is not None and hasattr(dm, "sets") else []
+
+
 def evaluate_psnr(trainer: L.Trainer, pl_module: L.LightningModule, max_images: int | None = None
                   ) -> dict[str, Any]:
-    """{"psnr": mean over sets, "sets": {set: mean PSNR}} of ``pl_module.generator`` on the datamodule's
-    validation sets (whole images or ``val.tile`` tiles, the module's crop/Y-channel settings)."""
-    from lightning_sr.metrics import psnr
-    from lightning_sr.models import tiled_forward
-
-    dm = trainer.datamodule
-    if dm is None:
+    """{"psnr": mean over sets, "sets": {set: mean PSNR}} of the main output on the validation sets, through
+    the module's own evaluation path (same tiling, crop, Y channel, fp32 as validation)."""
+    sets = _val_sets(trainer)
+    if not sets:
         return {}
-    gen = pl_module.generator
-    device = next(gen.parameters()).device
-    mcfg = getattr(pl_module, "metrics_cfg", {}) or {}
-    vcfg = getattr(pl_module, "val_cfg", {}) or {}
-    scale = int(pl_module.scale)
-    crop, y = int(mcfg.get("crop_border", scale)), bool(mcfg.get("y_channel", True))
-    tile, overlap = int(vcfg.get("tile", 0) or 0), int(vcfg.get("tile_overlap", 16))
-    loaders = dm.val_dataloader()
-    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
-    names = list(getattr(dm, "eval_names", [])) or [f"set{i}" for i in range(len(loaders))]
-    was_training = gen.training
-    gen.eval()
-    sets: dict[str, float] = {}
-    try:
-        for name, loader in zip(names, loaders, strict=False):
-            vals = []
-            for i, batch in enumerate(loader):
-                if max_images is not None and i >= max_images:
-                    break
-                sr = tiled_forward(gen, batch["lr"].to(device), scale, tile, overlap)
-                vals.extend(float(v) for v in psnr(sr, batch["hr"].to(device), crop, y))
-            if vals:
-                sets[name] = sum(vals) / len(vals)
-    finally:
-        gen.train(was_training)
-    return {"psnr": sum(sets.values()) / len(sets), "sets": sets} if sets else {}
+    res = pl_module.evaluate_datasets(sets, max_images=max_images)
+    per_set = {s: ex[""]["psnr"] for s, ex in res.items() if "" in ex}
+    return {"psnr": sum(per_set.values()) / len(per_set), "sets": per_set} if per_set else {}
 
 
 def calibration_batch(trainer: L.Trainer, pl_module: L.LightningModule, images: int = 1, crop: int = 48
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(LR, HR): centre crops (``crop`` LR pixels at most) of the first ``images`` validation images.
 
-    Deterministic and identical on every DDP rank, so data-driven criteria choose the same structure."""
-    dm = trainer.datamodule
-    require(dm is not None and hasattr(dm, "val_dataloader"),
-            "this pruning criterion needs validation images; train with a datamodule (train.py does)")
-    loaders = dm.val_dataloader()
-    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    Read from the whole first validation set (not a rank's shard): identical on every DDP rank, so
+    data-driven criteria choose the same structure everywhere."""
+    sets = _val_sets(trainer)
+    require(bool(sets) and len(sets[0]) > 0,
+            "this pruning criterion needs validation images; train with a datamodule that has a validation set")
     scale = int(pl_module.scale)
     pairs = []
-    for i, batch in enumerate(loader):
-        if i >= images:
-            break
-        pairs.append((batch["lr"][:1], batch["hr"][:1]))
+    for i in range(min(images, len(sets[0]))):
+        item = sets[0][i]
+        pairs.append((item["lr"].unsqueeze(0), item["hr"].unsqueeze(0)))
     require(len(pairs) > 0, "the first validation set is empty; the pruning criterion needs at least one image")
     h = min(crop, *(lr.shape[-2] for lr, _ in pairs))
     w = min(crop, *(lr.shape[-1] for lr, _ in pairs))
@@ -130,12 +107,10 @@ def restore_structure(pl_module: L.LightningModule, ckpt_path: str) -> dict[str,
     """Give ``pl_module.generator`` the (compressed) architecture stored in ``ckpt_path``; returns the checkpoint.
 
     Used when a compressed run resumes: the structure is taken from the checkpoint, not recomputed."""
-    from lightning_sr.checkpoint import ARCH_KEY, generator_state, read_checkpoint
-    from lightning_sr.models import adapt_to_state_dict, build_generator
+    from lightning_sr.checkpoint import generator_from_checkpoint, read_checkpoint
 
     ckpt = read_checkpoint(ckpt_path, "resumed checkpoint")
-    spec = dict(ckpt[ARCH_KEY])
-    gen = adapt_to_state_dict(build_generator(spec), generator_state(ckpt))
+    gen, spec = generator_from_checkpoint(ckpt, ckpt_path, what="resumed checkpoint")
     old = getattr(pl_module, "generator", None)
     if old is not None and (p := next(old.parameters(), None)) is not None:
         gen.to(p.device)
@@ -240,11 +215,10 @@ class StructuralCompression(L.Callback):
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        from lightning_sr.cost import count_macs, count_params
+        from lightning_sr.cost import cost_from_config
 
-        gen = pl_module.generator
-        out: dict[str, Any] = {"params": count_params(gen), "macs": count_macs(gen, MACS_INPUT),
-                               "macs_input": "x".join(map(str, MACS_INPUT))}
+        out: dict[str, Any] = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None),
+                                               latency=False)
         if self.evaluate:
             out.update(evaluate_psnr(trainer, pl_module, self.eval_images))
         return out

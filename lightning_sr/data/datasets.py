@@ -1,5 +1,6 @@
-"""Datasets. Every image is decoded once (at set-up, in parallel threads) and kept as uint8
-tensors; LR images are made once per image (or read from an LR folder), never per sample.
+"""Datasets. Every image is decoded once (at set-up, in parallel threads) into the decoded-image cache
+(:mod:`lightning_sr.data.cache`) and used as memory-mapped uint8 tensors; LR images are made once per
+image (or read from an LR folder), never per sample.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lightning_sr.data.cache import cached_pair, entry_key, lr_file_source
 from lightning_sr.data.degradation import degrade
 from lightning_sr.data.io import list_images, read_rgb
 from lightning_sr.errors import DataError
@@ -21,14 +23,31 @@ from lightning_sr.errors import DataError
 log = logging.getLogger(__name__)
 
 
+VAL, TEST = "val", "test"  # roles of evaluation sets: validation (checkpoint selection) or test (reported only)
+
+
 @dataclass
 class ImageSet:
-    """A named folder of HR images, optionally with a matching LR folder."""
+    """A named folder of HR images, optionally with a matching LR folder.
+
+    ``only``/``exclude``: file names to keep / leave out (a held-out split of one folder);
+    ``role``: ``val`` (validated during training, picks checkpoints) or ``test`` (evaluated at the end only)."""
 
     name: str
     hr_dir: str
     lr_dir: str | None = None
     layout: str = "<dir>/*.png"
+    only: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    role: str = VAL
+    max_images: int | None = None
+
+    def files(self) -> list[Path]:
+        files = list_images(self.hr_dir, f"HR folder of {self.name!r}", self.layout)
+        if self.only is not None:
+            files = [f for f in files if f.name in self.only]
+        files = [f for f in files if f.name not in self.exclude]
+        return files[: self.max_images] if self.max_images else files
 
 
 @dataclass
@@ -50,36 +69,51 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def load_pairs(image_set: ImageSet, scale: int, degradation: str = "bicubic", blur_sigma: float = 1.6,
-               min_hr_size: int = 0, workers: int = 4) -> list[Pair]:
-    """Decode every image of ``image_set`` once and pair it with its LR image.
+               min_hr_size: int = 0, workers: int = 4, cache: str = "disk") -> list[Pair]:
+    """Every image of ``image_set`` paired with its LR image, decoded once into the cache (``cache``:
+    ``disk``, memory-mapped and shared, or ``memory``).
 
     Images smaller than ``min_hr_size`` (after cropping to a multiple of ``scale``) are skipped
     with one warning that counts them; if none are left, a :class:`DataError` says so.
     """
-    hr_files = list_images(image_set.hr_dir, f"HR folder of {image_set.name!r}", image_set.layout)
+    hr_files = image_set.files()
+    if not hr_files:
+        raise DataError(f"{image_set.name}: no image left in {image_set.hr_dir} after the split "
+                        f"(only={image_set.only}, exclude={list(image_set.exclude)})")
     lr_files = None
     if image_set.lr_dir:
         lr_files = {p.stem: p for p in list_images(image_set.lr_dir, f"LR folder of {image_set.name!r}",
                                                    image_set.layout)}
 
     def load(path: Path) -> Pair | None:
-        hr = read_rgb(path)
-        h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
-        if min(h, w) < max(min_hr_size, scale):
-            return None
-        hr = hr[:h, :w]
+        lr_path = None
         if lr_files is not None:
             lr_path = _find_lr(lr_files, path.stem, scale)
             if lr_path is None:
                 raise DataError(f"no LR image for {path} in {image_set.lr_dir} (looked for {path.stem}.* and "
                                 f"{path.stem}x{scale}.*)")
-            lr = read_rgb(lr_path)
-            if lr.shape[0] * scale != h or lr.shape[1] * scale != w:
-                raise DataError(f"LR/HR size mismatch for pair {lr_path} {lr.shape[1]}x{lr.shape[0]} and {path} "
-                                f"{w}x{h} at scale {scale}: the LR image must be the HR size / {scale}")
-            return Pair(path.stem, _to_tensor(hr), _to_tensor(lr))
-        lr = degrade(_to_tensor(hr).double(), scale, degradation, blur_sigma)
-        return Pair(path.stem, _to_tensor(hr), lr.round().clamp(0, 255).to(torch.uint8))
+        source = lr_file_source(lr_path) if lr_path else f"degrade:{degradation}:{blur_sigma}"
+
+        def make() -> tuple[torch.Tensor, torch.Tensor]:
+            hr = read_rgb(path)
+            h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+            hr = hr[:h, :w]
+            if lr_path is not None:
+                lr = read_rgb(lr_path)
+                if lr.shape[0] * scale != h or lr.shape[1] * scale != w:
+                    raise DataError(f"LR/HR size mismatch for pair {lr_path} {lr.shape[1]}x{lr.shape[0]} and {path} "
+                                    f"{w}x{h} at scale {scale}: the LR image must be the HR size / {scale}")
+                return _to_tensor(hr), _to_tensor(lr)
+            if min(h, w) < scale:  # nothing to degrade: an empty pair, skipped below
+                return torch.zeros(3, h, w, dtype=torch.uint8), torch.zeros(3, h // scale, w // scale,
+                                                                             dtype=torch.uint8)
+            lr = degrade(_to_tensor(hr).double(), scale, degradation, blur_sigma)
+            return _to_tensor(hr), lr.round().clamp(0, 255).to(torch.uint8)
+
+        hr, lr = cached_pair(entry_key(path, scale, source), make, cache)
+        if min(hr.shape[-2:]) < max(min_hr_size, scale):
+            return None
+        return Pair(path.stem, hr, lr)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(load, hr_files))
@@ -133,11 +167,14 @@ class TrainPatchDataset(Dataset):
 class EvalImageDataset(Dataset):
     """Whole images of one named set, for validation and testing (batch size 1)."""
 
-    def __init__(self, name: str, pairs: list[Pair]):
-        self.name, self.pairs = name, pairs
+    def __init__(self, name: str, pairs: list[Pair], role: str = VAL):
+        self.name, self.pairs, self.role = name, pairs, role
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def item_name(self, i: int) -> str:
+        return self.pairs[i].name
 
     def __getitem__(self, i: int):
         p = self.pairs[i]

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lightning_sr.data.imresize import bicubic_downscale
 from lightning_sr.errors import require
+from lightning_sr.ops.imresize import bicubic_downscale
 
 DEGRADATIONS = ("bicubic", "bd")
 

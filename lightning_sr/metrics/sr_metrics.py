@@ -21,6 +21,9 @@ import torch.nn.functional as F
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
+# which direction is better, per metric (checkpoint monitors, W&B summaries, Pareto fronts)
+METRIC_MODES = {"psnr": "max", "ssim": "max", "lpips": "min"}
+
 
 def rgb_to_y(img255: torch.Tensor) -> torch.Tensor:
     """BT.601 luma of an RGB image with values in [0, 255]; returns (N, 1, H, W) in [16, 235]."""

@@ -1,11 +1,18 @@
-"""Architectures. Build them through :func:`build_generator` from a spec dict."""
+"""Architectures. Build them through :func:`build_generator` from a spec dict.
 
+Importing this package imports every architecture module, which registers itself in the registry.
+"""
+
+from lightning_sr.models import bicubic as _bicubic  # noqa: F401  (registers "bicubic")
 from lightning_sr.models.blocks import ResidualBlock, Upsampler
+from lightning_sr.models.conv import conv_layers, is_conv, make_conv, register_conv
 from lightning_sr.models.discriminator import VGGDiscriminator
 from lightning_sr.models.multi_exit import MultiExitSRResNet
+from lightning_sr.models.outputs import MAIN, MultiOutput, is_multi_output, named_outputs, output_names
 from lightning_sr.models.registry import (
     ARCHS,
     adapt_to_state_dict,
+    arch_keys,
     build_generator,
     load_generator_state,
     register,
@@ -15,6 +22,8 @@ from lightning_sr.models.srresnet import SRResNet
 from lightning_sr.models.tiling import tiled_forward
 
 __all__ = [
-    "ARCHS", "MultiExitSRResNet", "ResidualBlock", "SRResNet", "Upsampler", "VGGDiscriminator",
-    "adapt_to_state_dict", "build_generator", "load_generator_state", "register", "spec_from_config", "tiled_forward",
+    "ARCHS", "MAIN", "MultiExitSRResNet", "MultiOutput", "ResidualBlock", "SRResNet", "Upsampler", "VGGDiscriminator",
+    "adapt_to_state_dict", "arch_keys", "build_generator", "conv_layers", "is_conv", "is_multi_output",
+    "load_generator_state", "make_conv", "named_outputs", "output_names", "register", "register_conv",
+    "spec_from_config", "tiled_forward",
 ]

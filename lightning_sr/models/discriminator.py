@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from lightning_sr.errors import require
+from lightning_sr.models.conv import make_conv
 
 
 class VGGDiscriminator(nn.Module):
@@ -18,7 +19,7 @@ class VGGDiscriminator(nn.Module):
                   channels * 8]
         for i, c_out in enumerate(widths):
             stride = 1 if i % 2 == 0 else 2
-            layers.append(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=(i == 0 or norm == "none")))
+            layers.append(make_conv(c_in, c_out, 3, stride, 1, bias=(i == 0 or norm == "none")))
             if i > 0 and norm == "batch":
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2, inplace=True))

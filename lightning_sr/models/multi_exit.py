@@ -11,7 +11,9 @@ same weights, and :meth:`MultiExitSRResNet.export_state` gives its state dict wi
 Exits are named ``exit<k>`` (k = number of residual blocks before the exit); the deepest exit, the
 full central model, is ``exit<res_blocks>`` and uses the SRResNet's own ``body_tail/upsampler/tail``.
 ``forward(x)`` returns the deepest output only, so the model is a plain generator everywhere;
-:meth:`forward_exits` returns every exit (and, on request, the trunk features at each exit).
+:meth:`forward_exits` returns every exit by its own name (and, on request, the trunk features at each exit),
+and :meth:`forward_outputs` (the :class:`~lightning_sr.models.outputs.MultiOutput` interface that modules and
+tools use) the same with the deepest exit as the main output ``""``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 from torch import nn
 
 from lightning_sr.errors import require
+from lightning_sr.models.outputs import MAIN, MultiOutput
+from lightning_sr.models.registry import build_generator, load_generator_state, register
 from lightning_sr.models.srresnet import SRResNet, validate_srresnet_args
 
 
@@ -60,7 +64,8 @@ class ExitHead(nn.Module):
         return {"body_tail": self.body_tail, "upsampler": self.upsampler, "tail": self.tail}
 
 
-class MultiExitSRResNet(SRResNet):
+@register("multi_exit", keys=("res_blocks", "exits", "channels", "scale", "norm", "act", "skip", "res_scale"))
+class MultiExitSRResNet(MultiOutput, SRResNet):
     """SRResNet-``res_blocks`` with an SRResNet head (exit) after each block index in ``exits``."""
 
     def __init__(self, res_blocks: int = 32, exits: list[int] | tuple[int, ...] = (8,), channels: int = 64,
@@ -119,6 +124,19 @@ class MultiExitSRResNet(SRResNet):
             feats[name] = feat
         return (outs, feats) if return_features else outs
 
+    def forward_outputs(self, x: torch.Tensor, return_features: bool = False):
+        """:meth:`forward_exits` with the deepest exit as the main output ``""`` (first), then the early exits."""
+        outs, feats = self.forward_exits(x, return_features=True)
+
+        def rename(d):
+            return {MAIN: d[self.deepest], **{k: v for k, v in d.items() if k != self.deepest}}
+
+        return (rename(outs), rename(feats)) if return_features else rename(outs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [MAIN, *(k for k in self.exit_names if k != self.deepest)]
+
     # forward(x) is SRResNet.forward: the deepest exit only (no early-exit heads are run)
 
     # ----- export --------------------------------------------------------------------------------------------
@@ -146,8 +164,6 @@ class MultiExitSRResNet(SRResNet):
 
     def export_exit(self, exit: int | str) -> SRResNet:
         """A standalone SRResNet-k with the weights of exit k (a copy: later training does not change it)."""
-        from lightning_sr.models.registry import build_generator, load_generator_state
-
         model = build_generator(self.exit_spec(exit))
         state = {key: v.detach().clone().cpu() for key, v in self.export_state(exit).items()}
         load_generator_state(model, state)  # resizes layers when the multi-exit model was channel-pruned

@@ -4,6 +4,9 @@ The spec is what checkpoints carry (``checkpoint["lsr_arch"]``) so a model, prun
 rebuilds without the original Hydra config, and the checkpoint loads with ``weights_only=True``.
 Compression that changes tensor shapes (channel pruning) is rebuilt by :func:`adapt_to_state_dict`,
 which resizes layers to the shapes the state dict holds.
+
+Architectures register themselves where they are defined (``@register("srresnet", keys=(...))``);
+this module imports none of them (``lightning_sr.models`` imports every architecture module).
 """
 
 from __future__ import annotations
@@ -17,20 +20,19 @@ from torch import nn
 from lightning_sr.errors import ConfigError
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
+# keys of the model config that are architecture arguments, per arch (the rest go to the LightningModule)
+_ARCH_KEYS: dict[str, tuple[str, ...]] = {}
 
 
-def register(name: str):
+def register(name: str, keys: tuple[str, ...] = ()):
+    """Class/function decorator: ``name`` builds with ``fn(**spec)``; ``keys`` are its model-config arguments."""
+
     def deco(fn):
         ARCHS[name] = fn
+        _ARCH_KEYS[name] = tuple(keys)
         return fn
 
     return deco
-
-
-# keys of the model config that are architecture arguments, per arch
-_ARCH_KEYS = {
-    "srresnet": ("res_blocks", "channels", "scale", "norm", "act", "skip", "res_scale"),
-}
 
 
 def arch_keys(arch: str) -> tuple[str, ...]:
@@ -60,24 +62,34 @@ def build_generator(spec: Mapping[str, Any]) -> nn.Module:
     return ARCHS[arch](**{k: v for k, v in spec.items() if not k.startswith("_")})
 
 
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    setattr(parent, name.rsplit(".", 1)[-1], new)
+
+
 def adapt_to_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Resize Conv2d/BatchNorm2d/PReLU layers whose shapes differ from ``state_dict`` (pruned models)."""
+    """Resize Conv2d/ConvTranspose2d/BatchNorm2d/PReLU layers whose shapes differ from ``state_dict``
+    (pruned models)."""
     for name, mod in list(model.named_modules()):
         key = f"{name}.weight" if name else "weight"
         if key not in state_dict:
             continue
         w = state_dict[key]
-        if isinstance(mod, nn.Conv2d) and tuple(w.shape) != tuple(mod.weight.shape):
+        if type(mod) is nn.Conv2d and tuple(w.shape) != tuple(mod.weight.shape):
             new = nn.Conv2d(w.shape[1] * mod.groups, w.shape[0], mod.kernel_size, mod.stride, mod.padding,
                             mod.dilation, mod.groups, mod.bias is not None, mod.padding_mode)
+        elif type(mod) is nn.ConvTranspose2d and tuple(w.shape) != tuple(mod.weight.shape):
+            new = nn.ConvTranspose2d(w.shape[0], w.shape[1] * mod.groups, mod.kernel_size, mod.stride, mod.padding,
+                                     mod.output_padding, mod.groups, mod.bias is not None, mod.dilation)
         elif isinstance(mod, nn.BatchNorm2d) and w.shape[0] != mod.num_features:
             new = nn.BatchNorm2d(w.shape[0], mod.eps, mod.momentum, mod.affine, mod.track_running_stats)
         elif isinstance(mod, nn.PReLU) and w.numel() != mod.weight.numel():
             new = nn.PReLU(w.numel())
+        elif hasattr(mod, "resized_like") and tuple(w.shape) != tuple(mod.weight.shape):
+            new = mod.resized_like(w)  # other registered layer types resize themselves
         else:
             continue
-        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        setattr(parent, name.rsplit(".", 1)[-1], new)
+        _replace(model, name, new)
     return model
 
 
@@ -85,41 +97,3 @@ def load_generator_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     adapt_to_state_dict(model, state_dict)
     model.load_state_dict(state_dict)
     return model
-
-
-@register("srresnet")
-def _srresnet(**kw):
-    from lightning_sr.models.srresnet import SRResNet
-
-    return SRResNet(**kw)
-
-
-_ARCH_KEYS["multi_exit"] = ("res_blocks", "exits", "channels", "scale", "norm", "act", "skip", "res_scale")
-
-
-@register("multi_exit")
-def _multi_exit(**kw):
-    from lightning_sr.models.multi_exit import MultiExitSRResNet
-
-    return MultiExitSRResNet(**kw)
-
-
-class Bicubic(nn.Module):
-    """The bicubic baseline as a 'model' (MATLAB-compatible upscaling, no parameters)."""
-
-    def __init__(self, scale: int = 4):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x):
-        from lightning_sr.data.imresize import bicubic_upscale
-
-        return bicubic_upscale(x, self.scale).clamp(0, 1)
-
-
-_ARCH_KEYS["bicubic"] = ("scale",)
-
-
-@register("bicubic")
-def _bicubic(**kw):
-    return Bicubic(**kw)

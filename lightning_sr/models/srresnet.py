@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_sr.data.imresize import bicubic_upscale
 from lightning_sr.errors import require
 from lightning_sr.models.blocks import SCALES, ResidualBlock, Upsampler, make_act, make_norm
+from lightning_sr.models.conv import conv_layers, make_conv
+from lightning_sr.models.registry import register
+from lightning_sr.ops.imresize import bicubic_upscale
 
 SKIPS = ("bicubic", "bilinear", "none")
 
@@ -35,24 +37,25 @@ def validate_srresnet_args(res_blocks: int, channels: int, scale: int, norm: str
     make_norm(norm, 1)
 
 
+@register("srresnet", keys=("res_blocks", "channels", "scale", "norm", "act", "skip", "res_scale"))
 class SRResNet(nn.Module):
     def __init__(self, res_blocks: int = 16, channels: int = 64, scale: int = 4, norm: str = "batch",
                  act: str = "prelu", skip: str = "none", in_channels: int = 3, res_scale: float = 1.0):
         super().__init__()
         validate_srresnet_args(res_blocks, channels, scale, norm, skip)
         self.scale, self.skip = scale, skip
-        self.head = nn.Sequential(nn.Conv2d(in_channels, channels, 9, padding=4), make_act(act, channels))
+        self.head = nn.Sequential(make_conv(in_channels, channels, 9), make_act(act, channels))
         self.body = nn.ModuleList(ResidualBlock(channels, norm, act, res_scale) for _ in range(res_blocks))
-        self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), make_norm(norm, channels))
+        self.body_tail = nn.Sequential(make_conv(channels, channels, 3), make_norm(norm, channels))
         self.upsampler = Upsampler(scale, channels, act)
-        self.tail = nn.Conv2d(channels, in_channels, 9, padding=4)
+        self.tail = make_conv(channels, in_channels, 9)
         self.init_weights()
 
     def init_weights(self) -> None:
         """BasicSR's MSRResNet initialisation: Kaiming-normal convolutions scaled by 0.1 (the trunk starts close
         to identity, which trains much faster than PyTorch's default), zero biases. With a global skip the output
         convolution starts at zero, so training starts exactly at the upscaled input."""
-        for m in self.modules():
+        for _, m in conv_layers(self):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
                 m.weight.data.mul_(0.1)

@@ -1,4 +1,11 @@
-"""Tiled inference: run a model over overlapping LR tiles and blend them (for full-size frames)."""
+"""Tiled inference: run a model over overlapping LR tiles and stitch them (for full-size frames).
+
+Tiles overlap by ``overlap`` LR pixels. Each tile contributes only its centre: ``overlap // 2`` pixels are
+trimmed from every side that touches another tile (the outputs there suffer from the tile's own zero padding
+and border handling), so the stitched image matches whole-image inference except for the few pixels whose
+receptive field exceeds the kept margin. Where two kept regions still meet (the last tile, aligned to the image
+end), they are averaged.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +20,26 @@ def _starts(length: int, tile: int, step: int) -> list[int]:
     return starts
 
 
+def _kept(start: int, size: int, length: int, margin: int) -> tuple[int, int]:
+    """[begin, end) of the tile region that is written: trimmed by ``margin`` where another tile continues."""
+    begin = start + (margin if start > 0 else 0)
+    end = start + size - (margin if start + size < length else 0)
+    return begin, end
+
+
 @torch.no_grad()
 def tiled_forward(fn, x: torch.Tensor, scale: int, tile: int, overlap: int = 16):
-    """Apply ``fn`` (LR -> SR, or LR -> dict of SR) to ``x`` in ``tile``-pixel LR tiles.
+    """Apply ``fn`` (LR -> SR, or LR -> dict of SR) to ``x`` in ``tile``-pixel LR tiles (see the module docstring).
 
-    Overlapping regions are averaged. ``tile <= 0`` or an image smaller than the tile runs whole.
+    ``tile <= 0`` or an image smaller than the tile runs whole.
     """
     n, c, h, w = x.shape
     if tile <= 0 or (h <= tile and w <= tile):
         return fn(x)
     overlap = min(overlap, tile // 2)
-    step = tile - overlap
+    step, margin = tile - overlap, overlap // 2
     acc = weight = None
+    out = None
     for top in _starts(h, tile, step):
         for left in _starts(w, tile, step):
             patch = x[..., top:top + tile, left:left + tile]
@@ -34,9 +49,12 @@ def tiled_forward(fn, x: torch.Tensor, scale: int, tile: int, overlap: int = 16)
                 acc = {k: v.new_zeros(n, v.shape[1], h * scale, w * scale) for k, v in outs.items()}
                 weight = x.new_zeros(1, 1, h * scale, w * scale)
             ph, pw = patch.shape[-2:]
-            sl = (..., slice(top * scale, (top + ph) * scale), slice(left * scale, (left + pw) * scale))
+            t0, t1 = _kept(top, ph, h, margin)
+            l0, l1 = _kept(left, pw, w, margin)
+            dst = (..., slice(t0 * scale, t1 * scale), slice(l0 * scale, l1 * scale))
+            src = (..., slice((t0 - top) * scale, (t1 - top) * scale), slice((l0 - left) * scale, (l1 - left) * scale))
             for k, v in outs.items():
-                acc[k][sl] += v
-            weight[sl] += 1
+                acc[k][dst] += v[src]
+            weight[dst] += 1
     res = {k: v / weight for k, v in acc.items()}
     return res if isinstance(out, dict) else res[""]

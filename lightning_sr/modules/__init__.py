@@ -12,8 +12,19 @@ MODULES: dict[str, type[SRBaseModule]] = {"sr": SRModule, "srgan": SRGANModule, 
 MODULES["multi_exit"] = MultiExitModule
 
 
-def register_module(name: str, cls: type[SRBaseModule]) -> None:
+# the module that evaluates a generator of a given arch (evaluate.py); SRBaseModule for every image model
+EVAL_MODULES: dict[str, type[SRBaseModule]] = {}
+
+
+def register_module(name: str, cls: type[SRBaseModule], eval_for: tuple[str, ...] = ()) -> None:
     MODULES[name] = cls
+    for arch in eval_for:
+        EVAL_MODULES[arch] = cls
+
+
+def eval_module_class(spec: dict) -> type[SRBaseModule]:
+    """The LightningModule class that evaluates a generator of this spec (``evaluate.py``)."""
+    return EVAL_MODULES.get(str(spec.get("arch")), SRBaseModule)
 
 
 def module_class(name: str) -> type[SRBaseModule]:
@@ -22,5 +33,5 @@ def module_class(name: str) -> type[SRBaseModule]:
     return MODULES[name]
 
 
-__all__ = ["MODULES", "MultiExitModule", "SRBaseModule", "SRGANModule", "SRModule", "metric_key", "module_class",
+__all__ = ["EVAL_MODULES", "MODULES", "MultiExitModule", "eval_module_class", "SRBaseModule", "SRGANModule", "SRModule", "metric_key", "module_class",
            "register_module"]

@@ -1,16 +1,27 @@
-"""The part every LightningModule shares: generator, validation on named sets, metrics, samples.
+"""The part every LightningModule shares: generator, the one evaluation path, the loss hook, step accounting.
 
-Validation works on whole images (optionally in overlapping tiles), one dataloader per named
-set, and computes per-image PSNR/SSIM (and LPIPS when enabled) for every output the model
-exposes through :meth:`predict_outputs` (one for a plain generator, one per exit for a
-multi-exit network). Per-image records are gathered across DDP ranks and de-duplicated by
-(set, exit, image index), so padded samples from a distributed sampler never count twice and
-the numbers equal a single-process run.
+**Evaluation.** Validation and test run whole images (optionally in overlapping tiles) of every named set,
+one dataloader per set, through :meth:`SRBaseModule.eval_outputs` (fp32, autocast off, every named output of
+the generator: one for a plain model, one per exit for a multi-exit network) and
+:meth:`SRBaseModule.image_metrics` (PSNR/SSIM, LPIPS when enabled). Per-image values go into a torchmetrics
+:class:`~lightning_sr.metrics.EvalRecords`, which torchmetrics gathers across DDP ranks, so the numbers
+equal a single-process run. Compression callbacks and the bicubic baseline use the same two functions
+through :meth:`SRBaseModule.evaluate_datasets` (every image, on every rank, no sharding).
+
+**Losses.** A module's training loss is a dict of named terms passed to :meth:`SRBaseModule.compose_loss`,
+which adds the terms of every callback that has a ``loss_terms(trainer, pl_module, stage, **context)`` method
+(distillation, sparsity), logs each term as ``train/<name>`` and returns the sum. Every module calls it,
+SRGAN's manual optimisation included.
+
+**Steps.** ``trainer.global_step`` counts optimiser steps (SRGAN makes two per batch). The data stream
+follows :meth:`SRBaseModule.batches_done` and LR schedules last :meth:`SRBaseModule.schedule_length`
+scheduler steps, so both end where ``trainer.max_steps`` ends and a resumed run replays exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,14 +32,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lightning_sr.checkpoint import ARCH_KEY, load_generator
-from lightning_sr.data.imresize import bicubic_upscale
+from lightning_sr.checkpoint import ARCH_KEY, CONFIG_KEY, load_generator
 from lightning_sr.data.io import write_rgb
-from lightning_sr.metrics import METRIC_MODES, build_lpips, psnr, ssim
-from lightning_sr.models import build_generator, tiled_forward
+from lightning_sr.metrics import METRIC_MODES, EvalRecords, build_lpips, psnr, ssim
+from lightning_sr.models import build_generator, named_outputs, output_names, tiled_forward
+from lightning_sr.ops.imresize import bicubic_upscale
 
 log = logging.getLogger(__name__)
 
+MODEL, BICUBIC = "model", "bicubic"
 
 
 def metric_key(set_name: str, exit_name: str, metric: str, prefix: str = "val") -> str:
@@ -39,10 +51,25 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
     return (img.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{set: {output: {metric: mean over images, "images": n}}} of per-image records."""
+    acc: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in records:
+        for m in METRIC_MODES:
+            if m in r:
+                acc[r["set"]][r["exit"]][m].append(r[m])
+    return {s: {e: {**{m: float(np.mean(v)) for m, v in ms.items()}, "images": len(next(iter(ms.values())))}
+                for e, ms in ex.items()} for s, ex in acc.items()}
+
+
 class SRBaseModule(L.LightningModule):
+    # optimiser steps per training batch (trainer.global_step advances by this much per batch)
+    optimizer_steps_per_batch = 1
+
     def __init__(self, generator_spec: dict[str, Any], scale: int, optim: dict | None = None,
                  scheduler: dict | None = None, val: dict | None = None, metrics: dict | None = None,
-                 init_from: str | None = None, channels_last: bool = False, **kwargs: Any):
+                 cost: dict | None = None, init_from: str | None = None, channels_last: bool = False,
+                 **kwargs: Any):
         super().__init__()
         self.save_hyperparameters()
         self.scale = int(scale)
@@ -50,6 +77,7 @@ class SRBaseModule(L.LightningModule):
         self.sched_cfg = dict(scheduler or {})
         self.val_cfg = dict(val or {})
         self.metrics_cfg = dict(metrics or {})
+        self.cost_cfg = dict(cost or {})
         self.channels_last = channels_last
         if init_from:
             self.generator, spec = load_generator(init_from, expect_arch=generator_spec.get("arch"),
@@ -60,24 +88,19 @@ class SRBaseModule(L.LightningModule):
         self.generator_spec = spec
         # LPIPS is a metric, not part of the model: kept out of the state dict and parameter count.
         self._lpips = [build_lpips(self.metrics_cfg.get("lpips"))]
-        self.eval_names: list[str] = []
-        self._records: list[dict[str, Any]] = []
+        self.records = EvalRecords()
         self.val_results: dict[str, Any] = {}
         self.val_records: list[dict[str, Any]] = []
         self.bicubic_results: dict[str, Any] = {}
+        self.run_config: dict[str, Any] | None = None  # the run's flat config, stored in checkpoints (resume check)
 
     # ----- model ------------------------------------------------------------------------------------------
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.generator(lr)
 
     def predict_outputs(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named outputs to evaluate: "" is the model's main output; a multi-exit generator adds its
-        shallower exits (``exit8``...), so training and ``evaluate.py`` report every exit."""
-        g = self.generator
-        if hasattr(g, "forward_exits"):
-            outs = g.forward_exits(lr)
-            return {"": outs.pop(g.deepest), **outs}
-        return {"": self(lr)}
+        """Named outputs to evaluate (:func:`lightning_sr.models.named_outputs`): ``""`` is the main output."""
+        return named_outputs(self.generator, lr)
 
     def on_fit_start(self) -> None:
         if self.channels_last:
@@ -88,8 +111,37 @@ class SRBaseModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ARCH_KEY] = dict(self.generator_spec)
+        if self.run_config is not None:
+            checkpoint[CONFIG_KEY] = dict(self.run_config)
+
+    # ----- steps ------------------------------------------------------------------------------------------
+    def batches_done(self) -> int:
+        """Training batches completed (the data stream's position), whatever the optimiser steps per batch."""
+        t = self.trainer
+        return int(t.global_step) * max(1, int(t.accumulate_grad_batches or 1)) // self.optimizer_steps_per_batch
+
+    def schedule_length(self) -> int:
+        """Scheduler steps in the whole run: schedules end exactly at ``trainer.max_steps``."""
+        t = self.trainer
+        steps = t.max_steps if t.max_steps and t.max_steps > 0 else int(t.estimated_stepping_batches)
+        return max(1, int(steps) // self.optimizer_steps_per_batch)
+
+    def on_train_start(self) -> None:
+        n = self.schedule_length()
+        for sc in self.trainer.lr_scheduler_configs:  # trainer.max_steps changed on resume: re-stretch the cosine
+            s = sc.scheduler
+            if isinstance(s, torch.optim.lr_scheduler.CosineAnnealingLR) and s.T_max != n:
+                log.warning("cosine schedule: %d -> %d steps (trainer.max_steps changed since the checkpoint)",
+                            s.T_max, n)
+                s.T_max = n
 
     # ----- optimisation (shared helpers) -----------------------------------------------------------------------
+    def generator_parameters(self) -> list[torch.nn.Parameter]:
+        """The generator's trainable parameters for the module's optimiser; parameters a callback optimises
+        itself (marked ``lsr_own_optimizer``, e.g. channel gates) are left out."""
+        return [p for p in self.generator.parameters() if p.requires_grad and not getattr(p, "lsr_own_optimizer",
+                                                                                           False)]
+
     def make_optimizer(self, params, cfg: dict | None = None) -> torch.optim.Optimizer:
         c = {**self.optim_cfg, **(cfg or {})}
         return torch.optim.Adam(params, lr=c.get("lr", 2e-4), betas=tuple(c.get("betas", (0.9, 0.99))),
@@ -98,28 +150,53 @@ class SRBaseModule(L.LightningModule):
     def make_scheduler(self, opt: torch.optim.Optimizer):
         c = self.sched_cfg
         name = c.get("name", "constant")
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else int(
-            self.trainer.estimated_stepping_batches)
         if name == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=c.get("eta_min", 1e-7))
-        elif name == "multistep":
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c.get("milestones", [])),
-                                                         gamma=c.get("gamma", 0.5))
-        elif name == "constant":
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        else:
-            from lightning_sr.errors import ConfigError
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.schedule_length(),
+                                                              eta_min=c.get("eta_min", 1e-7))
+        if name == "multistep":
+            return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c.get("milestones", [])),
+                                                        gamma=c.get("gamma", 0.5))
+        if name == "constant":
+            return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        from lightning_sr.errors import ConfigError
 
-            raise ConfigError(f"model.scheduler.name={name!r}: use cosine, multistep or constant")
-        return sched
+        raise ConfigError(f"model.scheduler.name={name!r}: use cosine, multistep or constant")
 
-    # ----- validation ---------------------------------------------------------------------------------------
-    def _set_name(self, dataloader_idx: int) -> str:
-        if not self.eval_names and self.trainer is not None and self.trainer.datamodule is not None:
-            self.eval_names = list(self.trainer.datamodule.eval_names)
-        return self.eval_names[dataloader_idx] if dataloader_idx < len(self.eval_names) else f"set{dataloader_idx}"
+    # ----- losses -------------------------------------------------------------------------------------------
+    def compose_loss(self, terms: dict[str, torch.Tensor], stage: str = "generator", **context: Any) -> torch.Tensor:
+        """Sum of the module's named loss ``terms`` and those of every callback with a ``loss_terms`` method
+        (``stage``: which network is being optimised; ``context``: lr, hr, outputs...). Logs every term."""
+        trainer = self._trainer
+        terms = dict(terms)
+        if trainer is not None:
+            for cb in trainer.callbacks:
+                add = getattr(cb, "loss_terms", None)
+                if not callable(add):
+                    continue
+                extra = add(trainer, self, stage=stage, **context) or {}
+                clash = sorted(set(extra) & set(terms))
+                if clash:
+                    raise RuntimeError(f"{type(cb).__name__} adds loss terms {clash} that the module already has")
+                terms.update(extra)
+        total = torch.stack([t.float() for t in terms.values()]).sum()
+        if trainer is not None:
+            prefix = "train" if stage == "generator" else f"train/{stage}"
+            self.log_dict({f"{prefix}/{k}": v.detach().float() for k, v in terms.items()})
+            self.log(f"{prefix}/loss", total.detach(), prog_bar=stage == "generator")
+        return total
 
-    def _image_metrics(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+    # ----- the evaluation path -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def eval_outputs(self, lr: torch.Tensor, fn=None) -> dict[str, torch.Tensor]:
+        """Every named output for an LR image, in fp32 with autocast off (bf16-mixed training validates exactly
+        like ``evaluate.py``), whole or in ``val.tile`` tiles. ``fn``: another LR -> outputs function."""
+        fn = fn or self.predict_outputs
+        lr = self._prep(lr.float())
+        with torch.autocast(device_type=lr.device.type, enabled=False):
+            return tiled_forward(fn, lr, self.scale, int(self.val_cfg.get("tile", 0) or 0),
+                                 int(self.val_cfg.get("tile_overlap", 16)))
+
+    def image_metrics(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         crop = int(self.metrics_cfg.get("crop_border", self.scale))
         y = bool(self.metrics_cfg.get("y_channel", True))
         out = {"psnr": float(psnr(sr, hr, crop, y)[0]), "ssim": float(ssim(sr, hr, crop, y)[0])}
@@ -130,29 +207,77 @@ class SRBaseModule(L.LightningModule):
             out["lpips"] = float(lp(q(sr), q(hr))[0])
         return out
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int) -> None:
-        set_name = self._set_name(dataloader_idx)
-        lr, hr = self._prep(batch["lr"]), batch["hr"]
-        idx, name = int(batch["index"][0]), batch["name"][0]
-        outs = tiled_forward(self.predict_outputs, lr, self.scale, int(self.val_cfg.get("tile", 0) or 0),
-                             int(self.val_cfg.get("tile_overlap", 16)))
-        for exit_name, sr in outs.items():
-            rec = {"kind": "model", "set": set_name, "exit": exit_name, "index": idx, "image": name}
-            rec.update(self._image_metrics(sr, hr))
-            self._records.append(rec)
-        if not self.bicubic_results.get(set_name):
-            bic = bicubic_upscale(batch["lr"], self.scale)
-            rec = {"kind": "bicubic", "set": set_name, "exit": "", "index": idx, "image": name}
-            rec.update(self._image_metrics(bic, hr))
-            self._records.append(rec)
+    @torch.no_grad()
+    def evaluate_datasets(self, datasets, fn=None, max_images: int | None = None) -> dict[str, Any]:
+        """{set: {output: {metric: mean, "images": n}}} over every image of ``datasets`` (this process, no
+        sharding: every DDP rank gets the same numbers). ``fn``: LR -> outputs (default: the generator's)."""
+        device = next((p.device for p in self.generator.parameters()), self.device)
+        was_training = self.generator.training
+        self.generator.eval()
+        records = []
+        try:
+            for ds in datasets:
+                for i in range(len(ds) if max_images is None else min(max_images, len(ds))):
+                    item = ds[i]
+                    outs = self.eval_outputs(item["lr"].unsqueeze(0).to(device), fn)
+                    hr = item["hr"].unsqueeze(0).to(device)
+                    for name, sr in outs.items():
+                        records.append({"set": ds.name, "exit": name, "index": i, **self.image_metrics(sr, hr)})
+        finally:
+            self.generator.train(was_training)
+        return aggregate(records)
+
+    def _bicubic_outputs(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"": bicubic_upscale(lr, self.scale)}
+
+    def _datamodule(self):
+        return self.trainer.datamodule if self._trainer is not None else None
+
+    def _ensure_bicubic(self) -> None:
+        """The bicubic baseline, once, on every image of every evaluation set (whatever the trainer settings)."""
+        dm = self._datamodule()
+        if self.bicubic_results or dm is None or not hasattr(dm, "sets"):
+            return
+        res = self.evaluate_datasets(dm.sets("test"), fn=self._bicubic_outputs)
+        self.bicubic_results = {s: ex[""] for s, ex in res.items()}
+
+    def _sync_buffers(self) -> None:
+        """Under DDP, every rank validates with rank 0's buffers (BatchNorm statistics): the ones its checkpoint
+        holds, so distributed metrics equal a single-process evaluation of that checkpoint."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for b in self.generator.buffers():
+                dist.broadcast(b, src=0)
+
+    def _stage_names(self, stage: str) -> list[str]:
+        dm = self._datamodule()
+        return dm.set_names(stage) if dm is not None and hasattr(dm, "set_names") else []
+
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stage: str) -> None:
+        names = self._stage_names(stage)
+        set_name = names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
+        idx = int(batch["index"][0])
+        outs = self.eval_outputs(batch["lr"])
+        hr = batch["hr"].float()
+        all_sets, all_outputs = self._datamodule().eval_names, output_names(self.generator)
+        for out_name, sr in outs.items():
+            self.records.update(all_sets.index(set_name), all_outputs.index(out_name), idx,
+                                self.image_metrics(sr, hr))
         if idx == 0 and self.global_rank == 0:
             self._save_samples(set_name, batch["lr"], outs, hr)
 
+    def on_validation_start(self) -> None:
+        self._sync_buffers()
+        self._ensure_bicubic()
+
+    def on_test_start(self) -> None:
+        self._sync_buffers()
+        self._ensure_bicubic()
+
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        self._eval_step(batch, dataloader_idx)
+        self._eval_step(batch, dataloader_idx, "val")
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        self._eval_step(batch, dataloader_idx)
+        self._eval_step(batch, dataloader_idx, "test")
 
     def _save_samples(self, set_name: str, lr, outs: dict[str, torch.Tensor], hr) -> None:
         if self.trainer is None or getattr(self.trainer, "sanity_checking", False):
@@ -171,34 +296,27 @@ class SRBaseModule(L.LightningModule):
                     except Exception as e:  # a logger hiccup never stops training
                         log.warning("could not log sample image to %s: %s", type(lg).__name__, e)
 
-    def _gather(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, records)
-            records = [r for p in parts for r in p]
-        uniq = {(r["kind"], r["set"], r["exit"], r["index"]): r for r in records}
-        return sorted(uniq.values(), key=lambda r: (r["kind"], r["set"], r["exit"], r["index"]))
-
-    @staticmethod
-    def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-        """{set: {exit: {metric: mean over images, "images": n}}}"""
-        acc: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-        for r in records:
-            for m in METRIC_MODES:
-                if m in r:
-                    acc[r["set"]][r["exit"]][m].append(r[m])
-        return {s: {e: {**{m: float(np.mean(v)) for m, v in ms.items()}, "images": len(next(iter(ms.values())))}
-                    for e, ms in ex.items()} for s, ex in acc.items()}
+    def _gathered_records(self) -> list[dict[str, Any]]:
+        """Every rank's per-image records (torchmetrics sync), with set, output and image names."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "compute called before update" on a rank without images
+            rows = self.records.compute()
+        self.records.reset()
+        dm = self._datamodule()
+        sets, outputs = dm.eval_names, output_names(self.generator)
+        out = []
+        for r in rows:
+            ds = dm.eval_sets[r["set"]]
+            rec = {"set": sets[r["set"]], "exit": outputs[r["output"]], "index": r["index"],
+                   "image": ds.item_name(r["index"])}
+            rec.update({m: r[m] for m in METRIC_MODES if m in r})
+            out.append(rec)
+        return out
 
     def _eval_epoch_end(self, prefix: str) -> None:
-        records = self._gather(self._records)
-        self._records = []
-        model_recs = [r for r in records if r["kind"] == "model"]
-        bic = [r for r in records if r["kind"] == "bicubic"]
-        if bic:
-            self.bicubic_results = {s: ex[""] for s, ex in self.aggregate(bic).items()}
-        results = self.aggregate(model_recs)
-        self.val_results, self.val_records = results, model_recs
+        records = self._gathered_records()
+        results = aggregate(records)
+        self.val_results, self.val_records = results, records
         if self.trainer is not None and getattr(self.trainer, "sanity_checking", False):
             return
         logged: dict[str, float] = {}

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import require
+from lightning_sr.models import MAIN, is_multi_output
 from lightning_sr.modules.sr import SRModule
 
 
@@ -59,7 +60,7 @@ class MultiExitModule(SRModule):
                  loss: str = "l1", **kwargs: Any):
         check_distillation_args(alpha, feature_weight)
         super().__init__(generator_spec, scale, loss=loss, alpha=alpha, feature_weight=feature_weight, **kwargs)
-        require(hasattr(self.generator, "forward_exits"),
+        require(is_multi_output(self.generator),
                 f"model.module=multi_exit needs a multi-exit generator (model.arch=multi_exit), "
                 f"not {self.generator_spec.get('arch')!r}")
         self.alpha, self.feature_weight = float(alpha), float(feature_weight)
@@ -71,15 +72,12 @@ class MultiExitModule(SRModule):
 
     # ----- training ------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        outs, feats = self.generator.forward_exits(self._prep(batch["lr"]), return_features=True)
-        loss, parts = self_distillation_loss(outs, batch["hr"], self.generator.deepest, self.alpha,
-                                             self.feature_weight, feats, self.pixel_loss)
-        self.log("train/loss", loss, prog_bar=True)
-        for name, v in parts.items():
-            self.log(f"train/loss_{name}", v)
-        return loss
+        lr, hr = self._prep(batch["lr"]), batch["hr"]
+        outs, feats = self.generator.forward_outputs(lr, return_features=True)
+        _, parts = self_distillation_loss(outs, hr, MAIN, self.alpha, self.feature_weight, feats, self.pixel_loss)
+        terms = {(name or self.generator.deepest): v for name, v in parts.items()}  # train/exit8, train/exit32...
+        return self.compose_loss(terms, lr=lr, hr=hr, outputs=outs)
 
-    # ----- validation: every exit ----------------------------------------------------------------------------
     # ----- cost of every exit as a standalone network --------------------------------------------------------
     def exit_costs(self, cost_cfg: Any | None = None) -> dict[str, dict[str, Any]]:
         """{exit: model_cost of the exported SRResNet-k} for every exit, the deepest included.

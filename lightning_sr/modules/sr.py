@@ -14,11 +14,10 @@ class SRModule(SRBaseModule):
         self.pixel_loss = pixel_loss(loss)
 
     def training_step(self, batch, batch_idx):
-        sr = self(self._prep(batch["lr"]))
-        loss = self.pixel_loss(sr, batch["hr"])
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+        lr, hr = self._prep(batch["lr"]), batch["hr"]
+        sr = self(lr)
+        return self.compose_loss({"pixel": self.pixel_loss(sr, hr)}, lr=lr, hr=hr, outputs={"": sr})
 
     def configure_optimizers(self):
-        opt = self.make_optimizer([p for p in self.generator.parameters() if p.requires_grad])
+        opt = self.make_optimizer(self.generator_parameters())
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.make_scheduler(opt), "interval": "step"}}

@@ -1,9 +1,12 @@
-"""SRGAN training with manual optimisation: generator (pixel + perceptual + adversarial) and
-discriminator steps on every batch. Defaults follow BasicSR's SRGAN recipe (pixel L1 1e-2,
+"""SRGAN training with manual optimisation: generator (pixel + perceptual + adversarial, plus any callback's
+terms) and discriminator steps on every batch. Defaults follow BasicSR's SRGAN recipe (pixel L1 1e-2,
 perceptual VGG19 conv5_4 1.0, vanilla GAN 5e-3).
 
-Note (Lightning convention): with two optimisers ``trainer.global_step`` counts optimiser
-steps, so one batch advances it by 2; ``trainer.max_steps`` counts the same way.
+Steps: with two optimisers ``trainer.global_step`` counts optimiser steps, so one batch advances it by 2 and
+``trainer.max_steps`` counts the same way (``optimizer_steps_per_batch = 2``). The LR schedules are stepped once
+per batch and last ``max_steps / 2`` steps (they end at ``max_steps``); scheduler milestones count batches.
+Under DDP, manual optimisation with the generator/discriminator toggling needs ``find_unused_parameters``
+(the strategy turns it on for such modules: :class:`lightning_sr.strategies.HydraDDPStrategy`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from lightning_sr.modules.base import SRBaseModule
 
 
 class SRGANModule(SRBaseModule):
+    optimizer_steps_per_batch = 2
+
     def __init__(self, generator_spec: dict[str, Any], scale: int, loss: str = "l1", patch_size: int = 96,
                  pixel_weight: float = 1e-2, perceptual: dict | None = None, gan: dict | None = None,
                  discriminator: dict | None = None, optim_d: dict | None = None, **kwargs: Any):
@@ -34,18 +39,22 @@ class SRGANModule(SRBaseModule):
         self.gan_loss, self.gan_weight = GANLoss(g.get("type", "vanilla")), g.get("weight", 5e-3)
         self.optim_d_cfg = dict(optim_d or {})
 
+    def generator_terms(self, sr, hr) -> dict[str, Any]:
+        terms = {"pixel": self.pixel_weight * self.pixel_loss(sr, hr)}
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual_weight * self.perceptual(sr, hr)
+        fake_logits = self.discriminator(sr)
+        real_logits = self.discriminator(hr) if self.gan_loss.kind == "relativistic" else None
+        terms["gan"] = self.gan_weight * self.gan_loss.generator_loss(fake_logits, real_logits)
+        return terms
+
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
         lr, hr = self._prep(batch["lr"]), batch["hr"]
         sr = self(lr)
 
-        self.toggle_optimizer(opt_g)
-        l_pix = self.pixel_weight * self.pixel_loss(sr, hr)
-        l_per = self.perceptual_weight * self.perceptual(sr, hr) if self.perceptual is not None else sr.new_zeros(())
-        fake_logits = self.discriminator(sr)
-        real_logits = self.discriminator(hr) if self.gan_loss.kind == "relativistic" else None
-        l_gan = self.gan_weight * self.gan_loss.generator_loss(fake_logits, real_logits)
-        loss_g = l_pix + l_per + l_gan
+        self.toggle_optimizer(opt_g)  # D's parameters stop requiring gradients during G's step
+        loss_g = self.compose_loss(self.generator_terms(sr, hr), lr=lr, hr=hr, outputs={"": sr})
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
@@ -60,12 +69,10 @@ class SRGANModule(SRBaseModule):
 
         for s in self.lr_schedulers() or []:
             s.step()
-        self.log_dict({"train/loss_g": loss_g, "train/pix": l_pix, "train/perceptual": l_per, "train/gan": l_gan,
-                       "train/loss_d": loss_d}, prog_bar=False)
-        self.log("train/loss", loss_g, prog_bar=True)
+        self.log("train/loss_d", loss_d.detach())
 
     def configure_optimizers(self):
-        opt_g = self.make_optimizer([p for p in self.generator.parameters() if p.requires_grad])
+        opt_g = self.make_optimizer(self.generator_parameters())
         opt_d = self.make_optimizer(self.discriminator.parameters(), self.optim_d_cfg)
         return [opt_g, opt_d], [self.make_scheduler(opt_g), self.make_scheduler(opt_d)]
 
@@ -80,6 +87,3 @@ class SRGANModule(SRBaseModule):
         if self.perceptual is not None:
             for k, v in self.perceptual.state_dict().items():
                 checkpoint["state_dict"].setdefault(f"perceptual.{k}", v)
-
-
-

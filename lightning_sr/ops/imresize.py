@@ -4,6 +4,12 @@ The resize is separable: one dense weight matrix per axis, built exactly like MA
 ``contributions`` (cubic kernel a=-0.5, kernel widened by 1/scale when shrinking, symmetric
 border handling), then applied with two matrix products. It is differentiable, runs on any
 device, and the matrices are cached per (in, out, device, dtype).
+
+:func:`bicubic_upscale` (integer factors, the global skip of the generators) is the same operation
+written as a fixed 5-tap polyphase filter: symmetric 2-pixel padding, one depthwise convolution per
+axis with ``factor`` phases, phases interleaved. Its taps are MATLAB's interior weights, so it equals
+the matrix form to float rounding, and it is made of plain torch ops only (no numpy, no size-dependent
+Python), so a generator that uses it can be captured by ``torch.export`` with dynamic height and width.
 """
 
 from __future__ import annotations
@@ -82,6 +88,40 @@ def bicubic_downscale(img: torch.Tensor, factor: int) -> torch.Tensor:
     return imresize(img, size=(h // factor, w // factor))
 
 
+@lru_cache(maxsize=16)
+def _upscale_taps(factor: int) -> tuple[tuple[float, ...], ...]:
+    """Per output phase r (0..factor-1): weights of source pixels i-2..i+2 for output pixel factor*i + r."""
+    n = 16
+    mat = _weight_matrix_np(n, n * factor, float(factor), True)
+    i = n // 2
+    return tuple(tuple(float(v) for v in mat[factor * i + r, i - 2:i + 3]) for r in range(factor))
+
+
+def _symmetric_pad2(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """MATLAB's symmetric border (edge pixel repeated): [x1, x0 | x0 .. xn-1 | xn-1, xn-2] along ``dim``."""
+    n = x.shape[dim]
+    first, last = x.narrow(dim, 0, 2).flip(dim), x.narrow(dim, n - 2, 2).flip(dim)
+    return torch.cat([first, x, last], dim=dim)
+
+
+def _upscale_axis(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    taps = torch.tensor(_upscale_taps(factor), dtype=x.dtype, device=x.device)  # (factor, 5)
+    shape = (factor, 1, 5, 1) if dim == 2 else (factor, 1, 1, 5)
+    weight = taps.reshape(shape).repeat(c, 1, 1, 1)  # (c * factor, 1, ...): every channel, every phase
+    y = torch.nn.functional.conv2d(_symmetric_pad2(x, dim), weight, groups=c)  # (n, c * factor, h, w)
+    y = y.reshape(n, c, factor, h, w)
+    if dim == 2:
+        return y.permute(0, 1, 3, 2, 4).reshape(n, c, h * factor, w)
+    return y.permute(0, 1, 3, 4, 2).reshape(n, c, h, w * factor)
+
+
 def bicubic_upscale(img: torch.Tensor, factor: int) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    return imresize(img, size=(h * factor, w * factor))
+    """MATLAB ``imresize(img, factor, 'bicubic')`` for an integer ``factor`` on (..., H, W), H and W >= 2;
+    pure torch ops (capturable by ``torch.export``, see the module docstring)."""
+    factor = int(factor)
+    lead = img.shape[:-2]
+    x = img if img.is_floating_point() else img.float()
+    x = x.reshape(-1, 1, *x.shape[-2:]) if x.dim() != 4 else x
+    out = _upscale_axis(_upscale_axis(x, factor, 2), factor, 3)
+    return out.reshape(*lead, *out.shape[-2:])

@@ -1,0 +1,47 @@
+"""The one place convolutions of the generators come from, and the one test for "is this a convolution".
+
+Architectures build every convolution through :func:`make_conv` with a ``kind`` (``normal`` by default);
+a new convolution type (Weight Recycle, a quantized form...) is registered here once with
+:func:`register_conv` and becomes a model option without touching the architectures. Pruning, cost
+and export code recognise layers through :func:`is_conv` / :func:`conv_layers`, never through
+``isinstance(m, nn.Conv2d)`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from torch import nn
+
+from lightning_sr.errors import require
+
+# kind -> factory(in_channels, out_channels, kernel_size, stride, padding, bias) -> module
+CONV_KINDS: dict[str, Callable[..., nn.Module]] = {"normal": nn.Conv2d}
+# every module type that is a convolution (subclasses included)
+CONV_TYPES: tuple[type, ...] = (nn.Conv2d,)
+
+
+def register_conv(kind: str, factory: Callable[..., nn.Module], module_type: type | None = None) -> None:
+    """Make ``kind`` available to :func:`make_conv` (``module_type``: the class it builds, for :func:`is_conv`)."""
+    global CONV_TYPES
+    CONV_KINDS[kind] = factory
+    cls = module_type or (factory if isinstance(factory, type) else None)
+    if cls is not None and cls not in CONV_TYPES:
+        CONV_TYPES = (*CONV_TYPES, cls)
+
+
+def make_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int | None = None,
+              bias: bool = True, kind: str = "normal") -> nn.Module:
+    """A ``kernel_size`` convolution ('same' padding unless given) of the requested ``kind``."""
+    require(kind in CONV_KINDS, f"model.conv={kind!r} is not supported; use one of {', '.join(CONV_KINDS)}")
+    pad = kernel_size // 2 if padding is None else padding
+    return CONV_KINDS[kind](in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=bias)
+
+
+def is_conv(module: nn.Module) -> bool:
+    return isinstance(module, CONV_TYPES)
+
+
+def conv_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every convolution of ``model``, in definition order."""
+    return ((n, m) for n, m in model.named_modules() if is_conv(m))

@@ -1,0 +1,5 @@
+import sys
+
+from lightning_sr.report import main
+
+sys.exit(main())

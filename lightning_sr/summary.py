@@ -1,0 +1,47 @@
+"""Flattening one run's metrics.json into ``{column: value}``: what the W&B/CSV run summary and the
+sweep report's columns both read (one definition, imported by both)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_sr.cost import COST_KEYS
+from lightning_sr.metrics import METRIC_MODES
+
+METRICS = tuple(METRIC_MODES)
+
+
+def measured_values(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``{column: value}`` of one metrics.json: cost, ``<set>/<metric>``, ``<exit>/<cost>``,
+    ``<set>/<exit>/<metric>``, headline means, training time."""
+    out: dict[str, Any] = {}
+    cost = metrics.get("cost") or {}
+    for k in COST_KEYS:
+        if k in cost:
+            out[k] = cost[k]
+    if "params" not in out and "params" in metrics:
+        out["params"] = metrics["params"]
+    for m in METRICS:
+        if m in metrics:
+            out[m] = metrics[m]
+    for s, vals in (metrics.get("sets") or {}).items():
+        for m in METRICS:
+            if m in vals:
+                out[f"{s}/{m}"] = vals[m]
+    for e, c in (metrics.get("exit_cost") or {}).items():
+        for k in COST_KEYS:
+            if k in c:
+                out[f"{e}/{k}"] = c[k]
+    for s, exits in (metrics.get("exits") or {}).items():
+        for e, vals in exits.items():
+            for m in METRICS:
+                if m in vals:
+                    out[f"{s}/{e}/{m}"] = vals[m]
+    for k in ("train_time_s", "global_step"):
+        if k in metrics:
+            out[k] = metrics[k]
+    return out
+
+
+def bicubic_values(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {f"{s}/{m}": v[m] for s, v in (metrics.get("bicubic") or {}).items() for m in METRICS if m in v}

@@ -1,0 +1,73 @@
+"""Test-only Lightning parts, instantiated through the real Hydra config (``+callbacks.x._target_=tests.helpers.X``):
+the production code paths are the ones users run; these only inject a failure or observe."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from lightning_sr.data import SRDataModule
+
+
+class CrashAt(L.Callback):
+    """Raise after training batch ``step`` (global step) on ``rank`` (all ranks when None): a crash mid-run."""
+
+    def __init__(self, step: int, rank: int | None = None):
+        self.step, self.rank = int(step), rank
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step and (self.rank is None or trainer.global_rank == self.rank):
+            raise RuntimeError(f"simulated crash at step {trainer.global_step} on rank {trainer.global_rank}")
+
+
+class ConstantLossTerm(L.Callback):
+    """Adds a loss term ``const`` = value * mean(main output) through the modules' loss hook, and counts calls."""
+
+    calls: list[str] = []
+
+    def __init__(self, value: float = 0.5):
+        self.value = value
+
+    def loss_terms(self, trainer, pl_module, stage, outputs=None, **context):
+        ConstantLossTerm.calls.append(f"{type(pl_module).__name__}:{stage}")
+        return {"const": self.value * outputs[""].mean()}
+
+
+class RecordingDataModule(SRDataModule):
+    """The default datamodule, marked: proves that ``data._target_`` chooses the class."""
+
+    instances = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        RecordingDataModule.instances += 1
+
+
+def generator_snapshot(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class GanStepProbe(L.Callback):
+    """Records, at every optimiser step of a GAN module, which networks have gradients and which require them,
+    and snapshots both networks before training (read back by the test through ``GanStepProbe.last``)."""
+
+    last: GanStepProbe | None = None
+
+    def __init__(self):
+        self.steps: list[dict] = []
+        self.start: dict[str, dict[str, torch.Tensor]] = {}
+        GanStepProbe.last = self
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = {"generator": {k: v.detach().clone() for k, v in pl_module.generator.state_dict().items()},
+                      "discriminator": {k: v.detach().clone()
+                                        for k, v in pl_module.discriminator.state_dict().items()}}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        which = "generator" if optimizer is trainer.optimizers[0] else "discriminator"
+        info = {"which": which}
+        for net in ("generator", "discriminator"):
+            params = list(getattr(pl_module, net).parameters())
+            info[f"{net}_requires_grad"] = any(p.requires_grad for p in params)
+            info[f"{net}_has_grad"] = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
+        self.steps.append(info)
