@@ -1,4 +1,5 @@
-"""Losses for SR training: pixel, perceptual (VGG19 features) and adversarial."""
+"""Losses for SR training: pixel (L1, MSE, Charbonnier), perceptual (VGG19 features: a distance at one layer,
+or TecoGAN's cosine similarity at several) and adversarial."""
 
 from __future__ import annotations
 
@@ -21,9 +22,76 @@ VGG19_LAYERS = {
 }
 
 
-def pixel_loss(kind: str):
-    require(kind in ("l1", "mse"), f"model.loss={kind!r} is not supported; use l1 or mse")
-    return F.l1_loss if kind == "l1" else F.mse_loss
+PIXEL_LOSSES = ("l1", "mse", "charbonnier")
+
+
+def charbonnier_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """mean(sqrt((x - y)^2 + eps)), TecoGAN's pixel, warping and ping-pong criterion (eps inside the root)."""
+    return torch.sqrt((x - y) ** 2 + eps).mean()
+
+
+def pixel_loss(kind: str, key: str = "model.loss"):
+    require(kind in PIXEL_LOSSES, f"{key}={kind!r} is not supported; use one of {', '.join(PIXEL_LOSSES)}")
+    return {"l1": F.l1_loss, "mse": F.mse_loss, "charbonnier": charbonnier_loss}[kind]
+
+
+def _vgg_index(layer: str, key: str) -> int:
+    """torchvision vgg19().features index of ``convX_Y`` (before its ReLU) or ``reluX_Y`` (after it)."""
+    base = layer.replace("relu", "conv")
+    require(base in VGG19_LAYERS, f"{key}={layer!r} is unknown; use e.g. conv5_4 or relu5_4")
+    return VGG19_LAYERS[base] + (0 if layer.startswith("conv") else 1)
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG19 features at named layers (ImageNet-normalised inputs in [0, 1]): {layer: features}.
+    Weights: ``weights_path`` or the torch hub cache (a random VGG19 with ``pretrained=False``: tests only)."""
+
+    def __init__(self, layers: list[str], pretrained: bool = True, weights_path: str | None = None,
+                 key: str = "model.perceptual"):
+        super().__init__()
+        from torchvision.models import vgg19
+
+        self.index = {layer: _vgg_index(layer, f"{key}.layers") for layer in layers}
+        net = vgg19(weights=None)
+        if pretrained:
+            path = resolve_pretrained(weights_path, VGG19_FILE, VGG19_URL, f"{key}.weights_path",
+                                      what="perceptual loss VGG19")
+            net.load_state_dict(load_state_dict_file(path))
+        else:
+            warnings.warn(f"perceptual loss with a RANDOM VGG19 ({key}.pretrained=false): for tests only",
+                          stacklevel=2)
+        self.features = net.features[: max(self.index.values()) + 1].eval()
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        want = {i: name for name, i in self.index.items()}
+        out, h = {}, (x - self.mean) / self.std
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in want:
+                out[want[i]] = h
+        return out
+
+
+class CosineFeatureLoss(nn.Module):
+    """TecoGAN's feature loss: sum over layers of 1 - mean cosine similarity (over channels) of VGG19 features."""
+
+    def __init__(self, layers=("relu2_2", "relu3_4", "relu4_4", "relu5_4"), pretrained: bool = True,
+                 weights_path: str | None = None, key: str = "model.feature"):
+        super().__init__()
+        self.vgg = VGGFeatures(list(layers), pretrained, weights_path, key)
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        fs, fh = self.vgg(sr), self.vgg(hr)
+        return sum(1 - F.cosine_similarity(fs[k], fh[k].detach(), dim=1, eps=1e-8).mean() for k in fs)
 
 
 class PerceptualLoss(nn.Module):
@@ -36,35 +104,13 @@ class PerceptualLoss(nn.Module):
     def __init__(self, layer: str = "conv5_4", criterion: str = "l1", pretrained: bool = True,
                  weights_path: str | None = None):
         super().__init__()
-        from torchvision.models import vgg19
-
-        before_act = layer.startswith("conv")
-        base = layer.replace("relu", "conv")
-        require(base in VGG19_LAYERS, f"model.perceptual.layer={layer!r} is unknown; use e.g. conv5_4 or relu5_4")
-        last = VGG19_LAYERS[base] + (0 if before_act else 1)
-        net = vgg19(weights=None)
-        if pretrained:
-            path = resolve_pretrained(weights_path, VGG19_FILE, VGG19_URL, "model.perceptual.weights_path",
-                                      what="perceptual loss VGG19")
-            net.load_state_dict(load_state_dict_file(path))
-        else:
-            warnings.warn("perceptual loss with a RANDOM VGG19 (model.perceptual.pretrained=false): for tests only",
-                          stacklevel=2)
-        self.features = net.features[: last + 1].eval()
-        for p in self.features.parameters():
-            p.requires_grad_(False)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-        self.criterion = pixel_loss(criterion)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.features.eval()
-        return self
+        require(isinstance(layer, str), f"model.perceptual.layer={layer!r} is unknown; use e.g. conv5_4 or relu5_4")
+        self.layer = layer
+        self.vgg = VGGFeatures([layer], pretrained, weights_path, "model.perceptual")
+        self.criterion = pixel_loss(criterion, "model.perceptual.criterion")
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        f = lambda x: self.features((x - self.mean) / self.std)  # noqa: E731
-        return self.criterion(f(sr), f(hr).detach())
+        return self.criterion(self.vgg(sr)[self.layer], self.vgg(hr)[self.layer].detach())
 
 
 class GANLoss(nn.Module):

@@ -21,6 +21,7 @@ from lightning_sr.config import (
     build_datamodule,
     build_module,
     flatten,
+    module_arguments,
     to_plain,
     user_overrides,
     validate_config,
@@ -60,15 +61,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @rank_zero_only
-def write_metrics(run_dir: Path, metrics: dict[str, Any], records: list[dict[str, Any]] | None = None) -> None:
+def write_metrics(run_dir: Path, metrics: dict[str, Any], records: list[dict[str, Any]] | None = None,
+                  records_file: str = "per_image.csv") -> None:
     atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
     if records:
-        fields = ["set", "exit", "image", "psnr", "ssim", "lpips"]
+        from lightning_sr.metrics import METRIC_MODES
+
+        fields = ["set", "exit", "image", *METRIC_MODES]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=[k for k in fields if any(k in r for r in records)], extrasaction="ignore")
         w.writeheader()
         w.writerows(records)
-        atomic_write(run_dir / "per_image.csv", buf.getvalue())
+        atomic_write(run_dir / records_file, buf.getvalue())
 
 
 def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, str] | None = None) -> dict[str, Any]:
@@ -78,7 +82,9 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
     if roles:
         main = {s: {**v, "role": roles.get(s, "val")} for s, v in main.items()}
     out: dict[str, Any] = {"status": "finished", "name": cfg.get("name"), "overrides": overrides_of()}
-    for m in ("psnr", "ssim", "lpips"):
+    from lightning_sr.metrics import METRIC_MODES
+
+    for m in METRIC_MODES:
         vals = [v[m] for v in main.values() if m in v]
         if vals:
             out[m] = sum(vals) / len(vals)
@@ -244,7 +250,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_ckpt": getattr(ckpt_cb, "best_model_path", None) or None,
         "last_ckpt": str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb is not None and ckpt_cb.dirpath else None,
     }, roles)
-    write_metrics(run_dir, metrics, module.val_records)
+    write_metrics(run_dir, metrics, module.val_records, getattr(module, "records_file", "per_image.csv"))
     finish_loggers(loggers, metrics)  # cost + final metrics to every logger's summary; closes the W&B run
     end_process_group()
     log.info("metrics: %s", json.dumps({k: metrics.get(k) for k in ("psnr", "ssim", "lpips", "params") if k in metrics}))
@@ -269,8 +275,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("evaluate.py needs ckpt_path=PATH (a training checkpoint) or model=bicubic")
     dm = build_datamodule(cfg, seed=int(cfg.get("seed", 0)))
     dm.setup("test")
-    module = eval_module_class(spec)(spec, int(cfg.scale), val=to_plain(cfg.get("val", {})),
-                                     metrics=to_plain(cfg.get("metrics", {})), cost=to_plain(cfg.get("cost", {})))
+    cls = eval_module_class(spec, dm)
+    extra = {"save_outputs": bool(cfg.get("save_outputs", False))} if "save_outputs" in module_arguments(cls) else {}
+    module = cls(spec, int(cfg.scale), val=to_plain(cfg.get("val", {})), metrics=to_plain(cfg.get("metrics", {})),
+                 cost=to_plain(cfg.get("cost", {})), **extra)
     module.generator = generator
     trainer = L.Trainer(accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False,
                         default_root_dir=str(run_dir), enable_checkpointing=False,
@@ -278,7 +286,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(module, datamodule=dm, verbose=False)
     roles = {d.name: d.role for d in getattr(dm, "eval_sets", [])}
     metrics = summarize(module, cfg, {"ckpt_path": ckpt}, roles)
-    write_metrics(run_dir, metrics, module.val_records)
-    for s, v in metrics["sets"].items():
+    write_metrics(run_dir, metrics, module.val_records, getattr(module, "records_file", "per_image.csv"))
+    for s, v in metrics["sets"].items():  # noqa: B007
         log.info("%s: %s", s, ", ".join(f"{k}={x:.4f}" for k, x in v.items() if isinstance(x, float)))
     return metrics

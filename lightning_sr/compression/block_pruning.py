@@ -30,8 +30,15 @@ from lightning_sr.models import conv_layers, is_multi_output
 CRITERIA = ("last", "l1", "output_delta")
 
 
+def blocks_owner(gen: nn.Module) -> nn.Module:
+    """The module whose ``body`` holds the residual blocks: the generator, or its ``blocks_owner`` submodule
+    (the video generator's SRNet)."""
+    name = getattr(gen, "blocks_owner", None)
+    return gen.get_submodule(name) if name else gen
+
+
 def residual_blocks(gen: nn.Module, what: str = "compression.block_prune") -> nn.ModuleList:
-    body = getattr(gen, "body", None)
+    body = getattr(blocks_owner(gen), "body", None)
     require(isinstance(body, nn.ModuleList),
             f"{what} needs a generator whose residual blocks are a ModuleList `body` (model.arch=srresnet); "
             f"{type(gen).__name__} has none")
@@ -54,6 +61,9 @@ def l1_scores(gen: nn.Module) -> list[float]:
 def output_delta_scores(gen: nn.Module, lr: torch.Tensor) -> list[float]:
     """Per block: relative L2 change of the trunk output when only that block is skipped."""
     blocks = list(residual_blocks(gen))
+    require(blocks_owner(gen) is gen and hasattr(gen, "head") and hasattr(gen, "trunk"),
+            f"compression.block_prune.criterion=output_delta needs an SRResNet-shaped generator; "
+            f"{type(gen).__name__} has none: use criterion=l1 or criterion=last")
     was_training = gen.training
     gen.eval()
     try:
@@ -85,7 +95,7 @@ def prune_blocks(gen: nn.Module, kept: list[int]) -> nn.Module:
     body = residual_blocks(gen)
     require(all(0 <= i < len(body) for i in kept) and len(set(kept)) == len(kept),
             f"block indices {kept} are not distinct blocks of a {len(body)}-block model")
-    gen.body = nn.ModuleList(body[i] for i in sorted(kept))
+    blocks_owner(gen).body = nn.ModuleList(body[i] for i in sorted(kept))
     if hasattr(gen, "res_blocks"):
         gen.res_blocks = len(kept)
     return gen

@@ -7,7 +7,8 @@ block's inner channels (conv1 out = conv2 in) are a group of their own. Channels
 the L1 loss on a calibration batch, centre crops of the first validation images), per layer
 (``global_pruning: false``) or across all groups (``true``), and ``ratio`` of them is removed.
 
-Protection (``protect``, module-name prefixes, default ``[head, tail]``): a protected convolution keeps
+Protection (``protect``, module-name prefixes; default: the model's ``default_protect``, ``[head, tail]`` for an
+SRResNet, ``[fnet, srnet.head, srnet.tail]`` for the video generator): a protected convolution keeps
 its *output* channels, and so does every group it belongs to. With the head protected the trunk width
 stays and the blocks' inner channels (and the upsampler, below) are pruned; ``protect=[tail]`` prunes
 the trunk too. The tail's output (RGB) is never pruned.
@@ -90,6 +91,10 @@ def output_convs(gen: nn.Module) -> list[nn.Conv2d]:
     return [m.tail for m in gen.modules() if is_conv(getattr(m, "tail", None))]
 
 
+def default_protect(gen: nn.Module) -> list[str]:
+    return list(getattr(gen, "default_protect", ("head", "tail")))
+
+
 def protected_modules(gen: nn.Module, protect: Sequence[str]) -> list[nn.Module]:
     """Conv layers under the given module-name prefixes; ConfigError for a name the model does not have."""
     names = dict(gen.named_modules())
@@ -167,7 +172,7 @@ def n_to_prune(channels: int, ratio: float, round_to: int | None = None) -> int:
 # ----- the whole model ------------------------------------------------------------------------------------------
 def _example(gen: nn.Module) -> torch.Tensor:
     p = next(gen.parameters())
-    c = next(m for _, m in conv_layers(gen)).in_channels
+    c = getattr(gen, "in_channels", None) or next(m for _, m in conv_layers(gen)).in_channels
     return torch.rand(1, c, 16, 16, device=p.device)
 
 
@@ -175,9 +180,9 @@ class ChannelPlan:
     """What channel pruning would touch in ``gen``: Torch-Pruning's groups and the upsampler stages."""
 
     def __init__(self, gen: nn.Module, ratio: float, importance: str = "l2", global_pruning: bool = False,
-                 protect: Sequence[str] = ("head", "tail"), upsampler: str = "group", round_to: int | None = None):
+                 protect: Sequence[str] | None = None, upsampler: str = "group", round_to: int | None = None):
         self.gen, self.ratio, self.importance, self.round_to = gen, float(ratio), importance, round_to
-        protect = list(protect)
+        protect = list(protect) if protect is not None else default_protect(gen)
         shuffle_convs = pixel_shuffle_convs(gen)
         # protected layers, convs before a PixelShuffle (handled below) and the RGB output convs (never pruned)
         ignored = protected_modules(gen, protect) + shuffle_convs + output_convs(gen)
@@ -188,7 +193,7 @@ class ChannelPlan:
         was_training = gen.training
         self.pruner = tp.pruner.MetaPruner(gen, _example(gen), importance=imp, pruning_ratio=self.ratio,
                                            global_pruning=global_pruning, ignored_layers=ignored,
-                                           round_to=round_to, root_module_types=[nn.Conv2d], forward_fn=forward_fn)
+                                           round_to=round_to, root_module_types=[nn.Conv2d, nn.ConvTranspose2d], forward_fn=forward_fn)
         gen.train(was_training)
         self.groups = list(self.pruner.DG.get_all_groups(ignored_layers=self.pruner.ignored_layers,
                                                          root_module_types=self.pruner.root_module_types))
@@ -269,16 +274,17 @@ def prune_out_channels(gen: nn.Module, name: str, idxs: Sequence[int]) -> None:
 
 
 def prune_channels(gen: nn.Module, ratio: float, importance: str = "l2", global_pruning: bool = False,
-                   protect: Sequence[str] = ("head", "tail"), upsampler: str = "group", round_to: int | None = None,
+                   protect: Sequence[str] | None = None, upsampler: str = "group", round_to: int | None = None,
                    calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
     """Prune ``gen`` in place (see the module docstring); returns which conv outputs changed."""
     validate_args(ratio, importance, global_pruning, protect, upsampler, round_to)
     plan = ChannelPlan(gen, ratio, importance, global_pruning, protect, upsampler, round_to)
-    require(plan.prunable > 0, nothing_prunable_message(gen, protect, upsampler))
+    require(plan.prunable > 0, nothing_prunable_message(gen, protect, upsampler))  # noqa: E501
     return plan.prune(calib)
 
 
-def nothing_prunable_message(gen: nn.Module, protect: Sequence[str], upsampler: str) -> str:
+def nothing_prunable_message(gen: nn.Module, protect: Sequence[str] | None, upsampler: str) -> str:
+    protect = default_protect(gen) if protect is None else protect
     hint = "remove 'head' from compression.channel_prune.protect (prunes the trunk width)" \
         if "head" in protect else "use a model with residual blocks"
     if upsampler == "ignore":
@@ -293,8 +299,8 @@ def validate_args(ratio, importance, global_pruning, protect, upsampler, round_t
           "is impossible; use the fraction of channels to remove, 0 <= ratio < 1 (e.g. 0.5)")
     check_choice(f"{KEY}.importance", importance, IMPORTANCES)
     check(isinstance(global_pruning, bool), f"{KEY}.global_pruning", global_pruning, "must be true or false")
-    check(isinstance(protect, (list, tuple)) and all(isinstance(p, str) for p in protect), f"{KEY}.protect",
-          protect, "must be a list of module names, e.g. [head, tail]")
+    check(protect is None or (isinstance(protect, (list, tuple)) and all(isinstance(p, str) for p in protect)),
+          f"{KEY}.protect", protect, "must be null (the model's default) or a list of module names, e.g. [head, tail]")
     check_choice(f"{KEY}.upsampler", upsampler, UPSAMPLER_MODES)
     check(round_to is None or (isinstance(round_to, int) and round_to > 0), f"{KEY}.round_to", round_to,
           "is impossible; use null or a positive integer (e.g. 8)")
@@ -306,7 +312,7 @@ class ChannelPruning(StructuralCompression):
     name = "channel_prune"
 
     def __init__(self, ratio: float = 0.5, importance: str = "l2", global_pruning: bool = False,
-                 protect: Sequence[str] = ("head", "tail"), upsampler: str = "group", round_to: int | None = None,
+                 protect: Sequence[str] | None = None, upsampler: str = "group", round_to: int | None = None,
                  calib_images: int = 1, calib_crop: int = 48, evaluate: bool = True, eval_images: int | None = None):
         protect = list(protect) if protect is not None and not isinstance(protect, str) else protect
         validate_args(ratio, importance, global_pruning, protect, upsampler, round_to)
@@ -322,7 +328,7 @@ class ChannelPruning(StructuralCompression):
 
     def config(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "importance": self.importance, "global_pruning": self.global_pruning,
-                "protect": list(self.protect), "upsampler": self.upsampler, "round_to": self.round_to}
+                "protect": None if self.protect is None else list(self.protect), "upsampler": self.upsampler, "round_to": self.round_to}
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         gen = pl_module.generator

@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
+from lightning_sr.data.base import EvalSetsMixin
 from lightning_sr.data.cache import CACHE_MODES
 from lightning_sr.data.datasets import TEST, VAL, EvalImageDataset, ImageSet, TrainPatchDataset, load_pairs
 from lightning_sr.data.embedded import materialize
@@ -112,7 +113,7 @@ def resolve_sets(cfg: Any, scale: int, training: bool = True) -> tuple[ImageSet 
     return train, evals
 
 
-class SRDataModule(L.LightningDataModule):
+class SRDataModule(EvalSetsMixin, L.LightningDataModule):
     def __init__(self, cfg: Any, scale: int, seed: int = 0):
         super().__init__()
         self.cfg, self.scale, self.seed = cfg, scale, int(seed)
@@ -120,18 +121,6 @@ class SRDataModule(L.LightningDataModule):
         self.train_set: TrainPatchDataset | None = None
         self.eval_sets: list[EvalImageDataset] = []
         self._ready = False
-
-    # ----- evaluation sets ---------------------------------------------------------------------------------------
-    @property
-    def eval_names(self) -> list[str]:
-        return [d.name for d in self.eval_sets]
-
-    def sets(self, stage: str) -> list[EvalImageDataset]:
-        """``val``: the validation sets (checkpoint selection); ``test``: every set, validation and test."""
-        return [d for d in self.eval_sets if d.role == VAL] if stage == VAL else list(self.eval_sets)
-
-    def set_names(self, stage: str) -> list[str]:
-        return [d.name for d in self.sets(stage)]
 
     def setup(self, stage: str | None = None) -> None:
         """Decode everything once; idempotent (train/evaluate call it early to fail fast)."""
@@ -162,18 +151,6 @@ class SRDataModule(L.LightningDataModule):
     def _loader_kwargs(self) -> dict:
         nw = self.cfg.get("num_workers", 0)
         return dict(num_workers=nw, pin_memory=self.cfg.get("pin_memory", True), persistent_workers=nw > 0)
-
-    def _rank_world(self) -> tuple[int, int]:
-        t = self.trainer
-        return (t.global_rank, t.world_size) if t is not None else (0, 1)
-
-    def _batches_done(self) -> int:
-        """Training batches consumed so far (not optimiser steps): the data stream continues from here."""
-        t = self.trainer
-        if t is None:
-            return 0
-        fn = getattr(t.lightning_module, "batches_done", None)
-        return int(fn()) if fn is not None else int(t.global_step)
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()

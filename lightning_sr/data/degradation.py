@@ -1,4 +1,13 @@
-"""LR images from HR ones: MATLAB bicubic (BI) or Gaussian blur + subsampling (BD)."""
+"""LR images from HR ones.
+
+* ``bicubic`` (BI): MATLAB ``imresize(hr, 1/scale, 'bicubic')``.
+* ``bd``: the image-SR BD of SRMD/RCAN: 7x7 Gaussian (``blur_sigma``, 1.6), replicate borders, then every
+  ``scale``-th pixel starting at ``scale // 2``.
+* ``gaussian``: the video-SR BD of TecoGAN/FRVSR: OpenCV's ``GaussianBlur(img, (0, 0), sigma)`` (``blur_sigma``,
+  1.5) then every ``scale``-th pixel starting at 0, bit-exact for 8-bit images: OpenCV blurs 8-bit images in fixed
+  point (kernel in 8 fractional bits, ``ksize = round(6 sigma + 1) | 1``, reflect-101 borders, one rounding at the
+  end), which :func:`gaussian_bd` reproduces with integer-valued kernels (kornia's separable filter, exact in float).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import torch.nn.functional as F
 from lightning_sr.errors import require
 from lightning_sr.ops.imresize import bicubic_downscale
 
-DEGRADATIONS = ("bicubic", "bd")
+DEGRADATIONS = ("bicubic", "bd", "gaussian")
 
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
@@ -21,6 +30,37 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
     return k / k.sum()
 
 
+def opencv_fixed_kernel(sigma: float) -> list[int]:
+    """OpenCV's bit-exact Gaussian kernel for 8-bit images: ``ksize = round(6 sigma + 1) | 1`` taps in units of 1/256,
+    rounded with error diffusion from the outside in, the centre tap taking the rest (the taps sum to 256)."""
+    n = int(round(sigma * 6 + 1)) | 1
+    c = (n - 1) // 2
+    vals = [math.exp(-((i - c) ** 2) / (2 * sigma * sigma)) for i in range(c)]
+    total = 2 * sum(vals) + 1.0
+    taps, err, acc = [0] * n, 0.0, 0
+    for i in range(c):
+        adj = vals[i] / total * 256 + err
+        v = int(round(adj))  # cvRound: round half to even, as Python's round
+        err = adj - v
+        taps[i] = taps[n - 1 - i] = v
+        acc += v
+    taps[c] = 256 - 2 * acc
+    return taps
+
+
+def gaussian_bd(hr: torch.Tensor, scale: int, sigma: float = 1.5) -> torch.Tensor:
+    """OpenCV ``GaussianBlur(hr, (0, 0), sigma)[::scale, ::scale]`` of an 8-bit image given as float (C, H, W) or
+    (N, C, H, W) in [0, 255]; returns float LR values that are already whole numbers (exact for integer input)."""
+    from kornia.filters import filter2d_separable
+
+    x = hr.unsqueeze(0) if hr.dim() == 3 else hr
+    k = torch.tensor([opencv_fixed_kernel(sigma)], dtype=torch.float64, device=x.device)
+    y = filter2d_separable(x.round().double(), k, k, border_type="reflect")  # sums of integers: exact
+    y = torch.floor((y + 32768.0) / 65536.0)  # OpenCV's single rounding: (v + 2^15) >> 16
+    y = y[..., ::scale, ::scale].to(hr.dtype)
+    return y.squeeze(0) if hr.dim() == 3 else y
+
+
 def degrade(hr: torch.Tensor, scale: int, kind: str = "bicubic", blur_sigma: float = 1.6) -> torch.Tensor:
     """``hr``: float (C, H, W) or (N, C, H, W) in [0, 255] with H, W multiples of ``scale``.
 
@@ -29,6 +69,8 @@ def degrade(hr: torch.Tensor, scale: int, kind: str = "bicubic", blur_sigma: flo
     require(kind in DEGRADATIONS, f"data.degradation={kind!r} is not supported; use one of {', '.join(DEGRADATIONS)}")
     if kind == "bicubic":
         return bicubic_downscale(hr, scale)
+    if kind == "gaussian":
+        return gaussian_bd(hr, scale, blur_sigma)
     x = hr.unsqueeze(0) if hr.dim() == 3 else hr
     k = gaussian_kernel(blur_sigma, 7 if blur_sigma <= 1.6 else None).to(x.dtype)
     pad = k.shape[-1] // 2

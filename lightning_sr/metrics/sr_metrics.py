@@ -22,7 +22,7 @@ import torch.nn.functional as F
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
 # which direction is better, per metric (checkpoint monitors, W&B summaries, Pareto fronts)
-METRIC_MODES = {"psnr": "max", "ssim": "max", "lpips": "min"}
+METRIC_MODES = {"psnr": "max", "ssim": "max", "lpips": "min", "tof": "min", "tlp": "min"}
 
 
 def rgb_to_y(img255: torch.Tensor) -> torch.Tensor:
@@ -55,26 +55,26 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, y_channel: bool = Tr
     return 10.0 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64, device=None) -> torch.Tensor:
+def _gaussian_1d(size: int = 11, sigma: float = 1.5, dtype=torch.float64, device=None) -> torch.Tensor:
     coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
 
 
 def ssim(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, y_channel: bool = True) -> torch.Tensor:
     _check_pair(sr, hr)
     a, b = to_eval_space(sr, crop, y_channel), to_eval_space(hr, crop, y_channel)
     c = a.shape[1]
-    win = _gaussian_window(device=a.device).expand(c, 1, 11, 11).contiguous()
+    g = _gaussian_1d(device=a.device)
+    gh, gw = g.view(1, 1, 11, 1).expand(c, 1, 11, 1).contiguous(), g.view(1, 1, 1, 11).expand(c, 1, 1, 11).contiguous()
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
-    def filt(x):
-        return F.conv2d(x, win, groups=c)  # 'valid', like MATLAB's filter2(..., 'valid')
+    def filt(x):  # the 11x11 Gaussian is separable: two 11-tap passes, 'valid' like MATLAB's filter2(..., 'valid')
+        return F.conv2d(F.conv2d(x, gh, groups=c), gw, groups=c)
 
-    mu_a, mu_b = filt(a), filt(b)
-    s_aa = filt(a * a) - mu_a**2
-    s_bb = filt(b * b) - mu_b**2
-    s_ab = filt(a * b) - mu_a * mu_b
+    mu_a, mu_b, e_aa, e_bb, e_ab = filt(a), filt(b), filt(a * a), filt(b * b), filt(a * b)
+    s_aa = e_aa - mu_a**2
+    s_bb = e_bb - mu_b**2
+    s_ab = e_ab - mu_a * mu_b
     m = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2))
     return m.flatten(1).mean(dim=1)

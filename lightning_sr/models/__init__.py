@@ -20,9 +20,11 @@ from lightning_sr.models.registry import (
 )
 from lightning_sr.models.srresnet import SRResNet
 from lightning_sr.models.tiling import tiled_forward
+from lightning_sr.models.video import FRNet, backward_warp
+from lightning_sr.models.video_discriminator import SpatioTemporalDiscriminator
 
 __all__ = [
-    "ARCHS", "MAIN", "MultiExitSRResNet", "MultiOutput", "ResidualBlock", "SRResNet", "Upsampler", "VGGDiscriminator",
+    "FRNet", "SpatioTemporalDiscriminator", "backward_warp", "ARCHS", "MAIN", "MultiExitSRResNet", "MultiOutput", "ResidualBlock", "SRResNet", "Upsampler", "VGGDiscriminator",
     "adapt_to_state_dict", "arch_keys", "build_generator", "conv_layers", "is_conv", "is_multi_output",
     "load_generator_state", "make_conv", "named_outputs", "output_names", "register", "register_conv",
     "spec_from_config", "tiled_forward",

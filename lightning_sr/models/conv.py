@@ -18,7 +18,7 @@ from lightning_sr.errors import require
 # kind -> factory(in_channels, out_channels, kernel_size, stride, padding, bias) -> module
 CONV_KINDS: dict[str, Callable[..., nn.Module]] = {"normal": nn.Conv2d}
 # every module type that is a convolution (subclasses included)
-CONV_TYPES: tuple[type, ...] = (nn.Conv2d,)
+CONV_TYPES: tuple[type, ...] = (nn.Conv2d, nn.ConvTranspose2d)
 
 
 def register_conv(kind: str, factory: Callable[..., nn.Module], module_type: type | None = None) -> None:

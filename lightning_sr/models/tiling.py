@@ -58,3 +58,33 @@ def tiled_forward(fn, x: torch.Tensor, scale: int, tile: int, overlap: int = 16)
             weight[dst] += 1
     res = {k: v / weight for k, v in acc.items()}
     return res if isinstance(out, dict) else res[""]
+
+
+@torch.no_grad()
+def tiled_recurrent_step(step, lr: torch.Tensor, lr_prev: torch.Tensor, states: dict, scale: int, tile: int,
+                         overlap: int = 16) -> torch.Tensor:
+    """One frame of a recurrent generator (``step(lr, lr_prev, hr_prev) -> (hr, ...)``) in LR tiles, each tile with
+    its own previous output in ``states`` (kept between calls): constant memory in the clip length, stitched like
+    :func:`tiled_forward`."""
+    n, c, h, w = lr.shape
+    overlap = min(overlap, tile // 2)
+    step_px, margin = max(1, tile - overlap), overlap // 2
+    out = lr.new_zeros(n, c, h * scale, w * scale)
+    weight = lr.new_zeros(1, 1, h * scale, w * scale)
+    for top in _starts(h, tile, step_px):
+        for left in _starts(w, tile, step_px):
+            sl = (..., slice(top, top + tile), slice(left, left + tile))
+            patch, prev = lr[sl], lr_prev[sl]
+            ph, pw = patch.shape[-2:]
+            hr_prev = states.get((top, left))
+            if hr_prev is None:
+                hr_prev = patch.new_zeros(n, c, ph * scale, pw * scale)
+            sr = step(patch, prev, hr_prev)[0]
+            states[(top, left)] = sr
+            t0, t1 = _kept(top, ph, h, margin)
+            l0, l1 = _kept(left, pw, w, margin)
+            dst = (..., slice(t0 * scale, t1 * scale), slice(l0 * scale, l1 * scale))
+            src = (..., slice((t0 - top) * scale, (t1 - top) * scale), slice((l0 - left) * scale, (l1 - left) * scale))
+            out[dst] += sr[src]
+            weight[dst] += 1
+    return out / weight

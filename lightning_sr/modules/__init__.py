@@ -7,9 +7,11 @@ from lightning_sr.modules.base import SRBaseModule, metric_key
 from lightning_sr.modules.multi_exit import MultiExitModule
 from lightning_sr.modules.sr import SRModule
 from lightning_sr.modules.srgan import SRGANModule
+from lightning_sr.modules.video import VideoSRModule
 
 MODULES: dict[str, type[SRBaseModule]] = {"sr": SRModule, "srgan": SRGANModule, "eval": SRBaseModule}
 MODULES["multi_exit"] = MultiExitModule
+MODULES["video"] = VideoSRModule
 
 
 # the module that evaluates a generator of a given arch (evaluate.py); SRBaseModule for every image model
@@ -22,8 +24,12 @@ def register_module(name: str, cls: type[SRBaseModule], eval_for: tuple[str, ...
         EVAL_MODULES[arch] = cls
 
 
-def eval_module_class(spec: dict) -> type[SRBaseModule]:
-    """The LightningModule class that evaluates a generator of this spec (``evaluate.py``)."""
+def eval_module_class(spec: dict, datamodule=None) -> type[SRBaseModule]:
+    """The LightningModule class that evaluates a generator of this spec on this data (``evaluate.py``): the
+    datamodule's ``eval_module`` when it names one (video clips: ``video``), else by architecture."""
+    name = getattr(datamodule, "eval_module", None)
+    if name:
+        return module_class(name)
     return EVAL_MODULES.get(str(spec.get("arch")), SRBaseModule)
 
 
@@ -33,5 +39,5 @@ def module_class(name: str) -> type[SRBaseModule]:
     return MODULES[name]
 
 
-__all__ = ["EVAL_MODULES", "MODULES", "MultiExitModule", "eval_module_class", "SRBaseModule", "SRGANModule", "SRModule", "metric_key", "module_class",
+__all__ = ["VideoSRModule", "EVAL_MODULES", "MODULES", "MultiExitModule", "eval_module_class", "SRBaseModule", "SRGANModule", "SRModule", "metric_key", "module_class",
            "register_module"]

@@ -51,6 +51,14 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
     return (img.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+def _index(item: dict[str, Any]) -> int:
+    return int(torch.as_tensor(item["index"]).flatten()[0])
+
+
+def _to_device(item: dict[str, Any], device) -> dict[str, Any]:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in item.items()}
+
+
 def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """{set: {output: {metric: mean over images, "images": n}}} of per-image records."""
     acc: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -208,8 +216,32 @@ class SRBaseModule(L.LightningModule):
         return out
 
     @torch.no_grad()
+    def item_records(self, item: dict[str, Any], fn=None, panels: bool = False
+                     ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+        """Per-output metric records of one evaluation item (an image: one record per output) and, when asked, the
+        sample panels to save (LR | SR | HR per output). ``fn``: another LR -> outputs function (bicubic)."""
+        outs = self.eval_outputs(item["lr"], fn)
+        hr = item["hr"].float().to(item["lr"].device)
+        idx = _index(item)
+        records = [{"exit": name, "index": idx, **self.image_metrics(sr, hr)} for name, sr in outs.items()]
+        shown: dict[str, np.ndarray] = {}
+        if panels:
+            up = F.interpolate(item["lr"].float(), scale_factor=self.scale, mode="nearest")
+            for name, sr in outs.items():
+                shown["_" + name if name else ""] = _to_uint8(torch.cat([up[0], sr[0].float(), hr[0]], dim=-1))
+        return records, shown
+
+    def dataset_item(self, ds, i: int) -> dict[str, Any]:
+        """Item ``i`` of an evaluation dataset as its dataloader yields it (a batch of one image)."""
+        item = ds[i]
+        return {**item, "lr": item["lr"].unsqueeze(0), "hr": item["hr"].unsqueeze(0)}
+
+    def aggregate_records(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return aggregate(records)
+
+    @torch.no_grad()
     def evaluate_datasets(self, datasets, fn=None, max_images: int | None = None) -> dict[str, Any]:
-        """{set: {output: {metric: mean, "images": n}}} over every image of ``datasets`` (this process, no
+        """{set: {output: {metric: mean, "images": n}}} over every item of ``datasets`` (this process, no
         sharding: every DDP rank gets the same numbers). ``fn``: LR -> outputs (default: the generator's)."""
         device = next((p.device for p in self.generator.parameters()), self.device)
         was_training = self.generator.training
@@ -218,14 +250,12 @@ class SRBaseModule(L.LightningModule):
         try:
             for ds in datasets:
                 for i in range(len(ds) if max_images is None else min(max_images, len(ds))):
-                    item = ds[i]
-                    outs = self.eval_outputs(item["lr"].unsqueeze(0).to(device), fn)
-                    hr = item["hr"].unsqueeze(0).to(device)
-                    for name, sr in outs.items():
-                        records.append({"set": ds.name, "exit": name, "index": i, **self.image_metrics(sr, hr)})
+                    item = _to_device(self.dataset_item(ds, i), device)
+                    recs, _ = self.item_records(item, fn)
+                    records += [{"set": ds.name, "image": ds.item_name(r["index"]), **r} for r in recs]
         finally:
             self.generator.train(was_training)
-        return aggregate(records)
+        return self.aggregate_records(records)
 
     def _bicubic_outputs(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"": bicubic_upscale(lr, self.scale)}
@@ -236,10 +266,13 @@ class SRBaseModule(L.LightningModule):
     def _ensure_bicubic(self) -> None:
         """The bicubic baseline, once, on every image of every evaluation set (whatever the trainer settings)."""
         dm = self._datamodule()
-        if self.bicubic_results or dm is None or not hasattr(dm, "sets"):
-            return
+        if self.bicubic_results or dm is None or not hasattr(dm, "sets") or self._is_bicubic():
+            return  # the bicubic model's own results are the baseline (_eval_epoch_end)
         res = self.evaluate_datasets(dm.sets("test"), fn=self._bicubic_outputs)
         self.bicubic_results = {s: ex[""] for s, ex in res.items()}
+
+    def _is_bicubic(self) -> bool:
+        return self.generator_spec.get("arch") == "bicubic"
 
     def _sync_buffers(self) -> None:
         """Under DDP, every rank validates with rank 0's buffers (BatchNorm statistics): the ones its checkpoint
@@ -255,15 +288,13 @@ class SRBaseModule(L.LightningModule):
     def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stage: str) -> None:
         names = self._stage_names(stage)
         set_name = names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
-        idx = int(batch["index"][0])
-        outs = self.eval_outputs(batch["lr"])
-        hr = batch["hr"].float()
+        want = _index(batch) == 0 and self.global_rank == 0 and not getattr(self.trainer, "sanity_checking", False)
+        records, panels = self.item_records(batch, panels=want)
         all_sets, all_outputs = self._datamodule().eval_names, output_names(self.generator)
-        for out_name, sr in outs.items():
-            self.records.update(all_sets.index(set_name), all_outputs.index(out_name), idx,
-                                self.image_metrics(sr, hr))
-        if idx == 0 and self.global_rank == 0:
-            self._save_samples(set_name, batch["lr"], outs, hr)
+        for r in records:
+            self.records.update(all_sets.index(set_name), all_outputs.index(r["exit"]), r["index"], r)
+        for tag, panel in panels.items():
+            self._save_panel(f"{set_name}{tag}", panel)
 
     def on_validation_start(self) -> None:
         self._sync_buffers()
@@ -279,22 +310,16 @@ class SRBaseModule(L.LightningModule):
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._eval_step(batch, dataloader_idx, "test")
 
-    def _save_samples(self, set_name: str, lr, outs: dict[str, torch.Tensor], hr) -> None:
-        if self.trainer is None or getattr(self.trainer, "sanity_checking", False):
-            return
-        up = F.interpolate(lr.float(), scale_factor=self.scale, mode="nearest")
-        for exit_name, sr in outs.items():
-            panel = _to_uint8(torch.cat([up[0], sr[0].float(), hr[0].float()], dim=-1))
-            tag = f"{set_name}{'_' + exit_name if exit_name else ''}"
-            path = Path(self.trainer.default_root_dir) / "samples" / tag / f"step{self.global_step:07d}.png"
-            write_rgb(path, panel)
-            for lg in self.loggers:
-                if hasattr(lg, "log_image"):
-                    try:
-                        lg.log_image(key=f"samples/{tag}", images=[panel], caption=["LR | SR | HR"],
-                                     step=self.global_step)
-                    except Exception as e:  # a logger hiccup never stops training
-                        log.warning("could not log sample image to %s: %s", type(lg).__name__, e)
+    def _save_panel(self, tag: str, panel: np.ndarray) -> None:
+        """A sample panel (LR | SR | HR) to ``<run>/samples/<tag>/`` and to every logger that takes images."""
+        path = Path(self.trainer.default_root_dir) / "samples" / tag / f"step{self.global_step:07d}.png"
+        write_rgb(path, panel)
+        for lg in self.loggers:
+            if hasattr(lg, "log_image"):
+                try:
+                    lg.log_image(key=f"samples/{tag}", images=[panel], caption=["LR | SR | HR"], step=self.global_step)
+                except Exception as e:  # a logger hiccup never stops training
+                    log.warning("could not log sample image to %s: %s", type(lg).__name__, e)
 
     def _gathered_records(self) -> list[dict[str, Any]]:
         """Every rank's per-image records (torchmetrics sync), with set, output and image names."""
@@ -315,18 +340,22 @@ class SRBaseModule(L.LightningModule):
 
     def _eval_epoch_end(self, prefix: str) -> None:
         records = self._gathered_records()
-        results = aggregate(records)
+        results = self.aggregate_records(records)
         self.val_results, self.val_records = results, records
+        if self._is_bicubic():
+            self.bicubic_results = {s: ex[""] for s, ex in results.items() if "" in ex}
         if self.trainer is not None and getattr(self.trainer, "sanity_checking", False):
             return
         logged: dict[str, float] = {}
         for set_name, exits in results.items():
             for exit_name, ms in exits.items():
+                if not isinstance(ms, dict):
+                    continue
                 for m in METRIC_MODES:
                     if m in ms:
                         logged[metric_key(set_name, exit_name, m, prefix)] = ms[m]
         for m in METRIC_MODES:  # the headline numbers: mean over sets of the main output
-            vals = [ex[""][m] for ex in results.values() if "" in ex and m in ex[""]]
+            vals = [ex[""][m] for ex in results.values() if isinstance(ex.get(""), dict) and m in ex[""]]
             if vals:
                 logged[f"{prefix}/{m}"] = float(np.mean(vals))
         for k, v in logged.items():

@@ -88,9 +88,23 @@ def bicubic_downscale(img: torch.Tensor, factor: int) -> torch.Tensor:
     return imresize(img, size=(h // factor, w // factor))
 
 
+ALIGNS = ("center", "corner")
+
+
 @lru_cache(maxsize=16)
-def _upscale_taps(factor: int) -> tuple[tuple[float, ...], ...]:
-    """Per output phase r (0..factor-1): weights of source pixels i-2..i+2 for output pixel factor*i + r."""
+def _upscale_taps(factor: int, align: str = "center") -> tuple[tuple[float, ...], ...]:
+    """Per output phase r (0..factor-1): weights of source pixels i-2..i+2 for output pixel factor*i + r.
+
+    ``center``: MATLAB's geometry (pixel centres aligned, output pixel x samples the input at x / factor + 0.5 (1 -
+    1 / factor)). ``corner``: output pixel factor*i + r samples the input at i + r / factor (top-left aligned), the
+    geometry of a degradation that keeps every factor-th pixel from the first one (TecoGAN's BD, ``[::4, ::4]``)."""
+    if align == "corner":
+        out = []
+        for r in range(factor):
+            t = r / factor
+            w = [0.0] + [float(_cubic(np.array(d))) for d in (1 + t, t, 1 - t, 2 - t)]  # offsets -2..2
+            out.append(tuple(w))
+        return tuple(out)
     n = 16
     mat = _weight_matrix_np(n, n * factor, float(factor), True)
     i = n // 2
@@ -104,9 +118,9 @@ def _symmetric_pad2(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([first, x, last], dim=dim)
 
 
-def _upscale_axis(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
+def _upscale_axis(x: torch.Tensor, factor: int, dim: int, align: str = "center") -> torch.Tensor:
     n, c, h, w = x.shape
-    taps = torch.tensor(_upscale_taps(factor), dtype=x.dtype, device=x.device)  # (factor, 5)
+    taps = torch.tensor(_upscale_taps(factor, align), dtype=x.dtype, device=x.device)  # (factor, 5)
     shape = (factor, 1, 5, 1) if dim == 2 else (factor, 1, 1, 5)
     weight = taps.reshape(shape).repeat(c, 1, 1, 1)  # (c * factor, 1, ...): every channel, every phase
     y = torch.nn.functional.conv2d(_symmetric_pad2(x, dim), weight, groups=c)  # (n, c * factor, h, w)
@@ -116,12 +130,13 @@ def _upscale_axis(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
     return y.permute(0, 1, 3, 4, 2).reshape(n, c, h, w * factor)
 
 
-def bicubic_upscale(img: torch.Tensor, factor: int) -> torch.Tensor:
+def bicubic_upscale(img: torch.Tensor, factor: int, align: str = "center") -> torch.Tensor:
     """MATLAB ``imresize(img, factor, 'bicubic')`` for an integer ``factor`` on (..., H, W), H and W >= 2;
-    pure torch ops (capturable by ``torch.export``, see the module docstring)."""
+    pure torch ops (capturable by ``torch.export``, see the module docstring). ``align="corner"``: the same cubic
+    kernel with top-left aligned sampling (see :func:`_upscale_taps`)."""
     factor = int(factor)
     lead = img.shape[:-2]
     x = img if img.is_floating_point() else img.float()
     x = x.reshape(-1, 1, *x.shape[-2:]) if x.dim() != 4 else x
-    out = _upscale_axis(_upscale_axis(x, factor, 2), factor, 3)
+    out = _upscale_axis(_upscale_axis(x, factor, 2, align), factor, 3, align)
     return out.reshape(*lead, *out.shape[-2:])

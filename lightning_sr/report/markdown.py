@@ -32,8 +32,10 @@ def _fmt(col: str, v: Any) -> str:
         return _num(float(v) / 1e9, ".3f") if v not in (None, "") else ""
     if last == "psnr":
         return _num(v, ".2f")
-    if last in ("ssim", "lpips"):
+    if last in ("ssim", "lpips", "tof"):
         return _num(v, ".4f")
+    if last == "tlp":
+        return _num(v, ".3f")
     if last == "size_mb":
         return _num(v, ".3f")
     if last == "latency_ms":
@@ -60,7 +62,7 @@ def _header(col: str, rep: SweepReport) -> str:
     last = parts[-1]
     names = {"params": "params", "params_trainable": "trainable params", "macs": "GMACs",
              "size_mb": "size (MB)", "latency_ms": "CPU latency (ms)", "psnr": "PSNR", "ssim": "SSIM",
-             "lpips": "LPIPS", "train_time_s": "train time", "job": "job", "source": "source", "status": "status"}
+             "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100", "train_time_s": "train time", "job": "job", "source": "source", "status": "status"}
     if col in rep.keys:
         return col
     base = names.get(last, last)

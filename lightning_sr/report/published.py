@@ -26,9 +26,13 @@ class PublishedRow:
     values: dict[str, Any]         # columns in the measured naming scheme
 
     def matches(self, job: Job) -> bool:
+        """The job reproduces this row: its values of the match keys; an architecture key (``model.res_blocks``)
+        is read from the generator the job trained (metrics.json), so a pruned job matches by what it became."""
         ov = job.override_values()
+        trained = (job.metrics or {}).get("generator") or {}
         for k, want in self.match.items():
-            have = job.select(k)
+            have = trained.get(k[len("model."):]) if k.startswith("model.") else None
+            have = job.select(k) if have is None else have
             if have is None and k in ov:
                 have = yaml.safe_load(ov[k])
             if have is None or not _same(have, want):

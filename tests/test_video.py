@@ -1,0 +1,378 @@
+"""Video SR (issue 10): TecoGAN's BD exactly, the reference figures on Vid4 calendar, the frame-recurrent generator
+(recurrence, ping-pong, constant-memory streaming), the discriminator's update rule, FRVSR -> TecoGAN, pruning,
+bad clip folders, and the video metrics outside the modules."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_sr.data.degradation import gaussian_bd
+from lightning_sr.data.video import VideoDataModule
+from lightning_sr.errors import DataError
+from lightning_sr.models import build_generator
+from lightning_sr.run import evaluate, train
+from tests.conftest import ALEXNET, SHARED, SMOKE, compose, needs_alexnet
+
+CALENDAR = SHARED / "data" / "Vid4" / "calendar"
+needs_calendar = pytest.mark.skipif(not (CALENDAR / "GT").is_dir(), reason="../shared/data/Vid4/calendar not present")
+TINY = {"arch": "frnet", "res_blocks": 2, "channels": 8, "scale": 4}
+VSMOKE = [o for o in SMOKE if not o.startswith(("model.res_blocks", "model.channels"))] + [
+    "model.res_blocks=1", "model.channels=8", "cost.latency=false", "callbacks.model_summary=null",
+    "trainer.max_steps=2"]
+
+
+def _randomize(g, scale: float = 0.1):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.copy_(torch.randn_like(p) * scale)
+    return g
+
+
+# ----- BD degradation -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sigma,size", [(1.5, (37, 41)), (0.8, (16, 24)), (2.0, (50, 33))])
+def test_gaussian_bd_is_opencv_gaussianblur_bit_exact(sigma, size):
+    import cv2
+
+    img = np.random.default_rng(int(sigma * 10)).integers(0, 256, (*size, 3), dtype=np.uint8)
+    want = cv2.GaussianBlur(img, (0, 0), sigma)[::4, ::4]
+    got = gaussian_bd(torch.from_numpy(img).permute(2, 0, 1).double(), 4, sigma).permute(1, 2, 0).numpy()
+    assert np.array_equal(got.astype(np.uint8), want)
+
+
+@needs_calendar
+def test_bd_of_calendar_equals_the_official_lr_frames():
+    from lightning_sr.data.io import read_rgb
+
+    for name in ("00000000", "00000020", "00000040"):
+        gt = torch.from_numpy(read_rgb(CALENDAR / "GT" / f"{name}.png")).permute(2, 0, 1).double()
+        lr = gaussian_bd(gt, 4, 1.5).permute(1, 2, 0).numpy().astype(np.uint8)
+        assert np.array_equal(lr, read_rgb(CALENDAR / "LR_BD_x4" / f"{name}.png"))
+
+
+@pytest.mark.slow
+@needs_calendar
+@needs_alexnet
+def test_calendar_bicubic_reference_figures(tmp_path):
+    """evaluate.py model=bicubic data=vid4 on calendar: TecoGAN's metric definitions give the reference figures."""
+    m = evaluate(compose(["model=bicubic", "scale=4", "data=vid4", f"data.root={CALENDAR.parent}",
+                          "metrics.lpips.enabled=true", f"metrics.lpips.backbone_path={ALEXNET}", "cost.latency=false"],
+                         tmp_path, "evaluate"))
+    assert m["psnr"] == pytest.approx(19.091, abs=0.02)
+    assert m["lpips"] == pytest.approx(0.5875, abs=0.002)
+    assert m["tof"] == pytest.approx(0.5477, abs=0.005)
+    assert m["tlp"] == pytest.approx(2.766, abs=0.05)
+    cal = m["sets"]["Vid4"]
+    assert cal["frames"] == 37 and cal["clips"] == 1 and set(cal["per_clip"]) == {"calendar"}
+    rows = (tmp_path / "per_frame.csv").read_text().splitlines()
+    assert len(rows) == 1 + 37 and rows[1].startswith("Vid4,,calendar/00000002,")
+
+
+# ----- the generator --------------------------------------------------------------------------------------------
+def test_recurrence_first_frame_and_streaming_equal_the_training_forward():
+    g = _randomize(build_generator(TINY)).eval()
+    lr = torch.rand(1, 5, 3, 12, 10)
+    with torch.no_grad():
+        seq = g.forward_sequence(lr)
+    assert seq["hr"].shape == (1, 5, 3, 48, 40) and seq["lr_flow"].shape == (4, 2, 12, 10)
+    # the first frame gets a zero previous output
+    first = g.srnet(lr[:, 0], torch.zeros(1, 48, 12, 10))
+    torch.testing.assert_close(seq["hr"][:, 0], first)
+    # recurrent: frame 0 reaches the later outputs through the warped previous output
+    other = lr.clone()
+    other[:, 0] += 0.3
+    with torch.no_grad():
+        changed = g.forward_sequence(other)["hr"]
+    assert (changed[:, 1] - seq["hr"][:, 1]).abs().max() > 1e-3
+    assert (changed[:, 2] - seq["hr"][:, 2]).abs().max() > 1e-5
+    later = lr.clone()
+    later[:, 4] += 0.3  # a later frame never changes an earlier output
+    with torch.no_grad():
+        assert torch.equal(g.forward_sequence(later)["hr"][:, :4], seq["hr"][:, :4])
+    # streaming inference gives the same frames (batched and frame-wise convolutions differ in float rounding)
+    streamed = torch.stack(list(g.infer_sequence(lr[:, i] for i in range(5))), dim=1)
+    assert float((streamed - seq["hr"]).abs().max() / seq["hr"].abs().max()) < 1e-3
+
+
+def test_streaming_inference_holds_constant_memory():
+    """infer_sequence pulls one frame at a time and keeps no growing state: live tensors stay flat over 40 frames."""
+    g = _randomize(build_generator(TINY)).eval()
+    pulled = []
+
+    def frames():
+        for i in range(40):
+            pulled.append(i)
+            yield torch.rand(1, 3, 8, 8)
+
+    stream = g.infer_sequence(frames())
+    held = []
+    for i, out in enumerate(stream):
+        assert len(pulled) == i + 1  # lazily: one frame in, one frame out
+        # what the generator keeps between frames: its local tensors (the previous LR frame and HR output)
+        held.append(sum(v.numel() for v in stream.gi_frame.f_locals.values() if isinstance(v, torch.Tensor)))
+        del out
+    assert max(held[1:]) == min(held[1:]) <= 2 * (3 * 8 * 8 + 3 * 32 * 32)
+
+
+def test_pingpong_plays_the_clip_forward_then_backward_and_compares_the_two_passes():
+    from lightning_sr.modules.video import pingpong, pingpong_loss
+
+    clip = torch.arange(4.0).view(1, 4, 1, 1, 1)
+    assert pingpong(clip).flatten().tolist() == [0, 1, 2, 3, 2, 1, 0]
+    g = _randomize(build_generator(TINY)).eval()
+    lr = torch.rand(1, 4, 3, 8, 8)
+    with torch.no_grad():
+        sr = g.forward_sequence(pingpong(lr))["hr"]
+    # output k (forward) and output 6 - k (backward) show the same frame; a recurrent model differs a little
+    assert pingpong_loss(sr, 4) == pytest.approx(
+        float(torch.sqrt((sr[:, :3] - sr[:, 4:].flip(1)) ** 2 + 1e-6).mean()))
+    assert sr.shape[1] == 7 and float(pingpong_loss(sr, 4)) > 1e-3
+
+
+# ----- training: FRVSR -> TecoGAN, the discriminator rule, block pruning ---------------------------------------
+@pytest.fixture(scope="module")
+def frvsr_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("frvsr")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LSR_CACHE", str(tmp_path_factory.getbasetemp() / "lsr_cache"))
+    try:
+        m = train(compose(VSMOKE + ["model=frvsr", "data=embedded_video", "model.res_blocks=2"], out))
+    finally:
+        mp.undo()
+    return m
+
+
+def test_frvsr_trains_and_reports_video_metrics(frvsr_ckpt):
+    m = frvsr_ckpt
+    assert m["status"] == "finished" and m["global_step"] == 2 and m["generator"]["arch"] == "frnet"
+    main = m["sets"]["embedded_video"]
+    assert {"psnr", "ssim", "tof", "frames", "clips", "clip_avg", "per_clip"} <= set(main)
+    assert main["clips"] == 2 and main["frames"] == 2 * (12 - 4)
+    assert m["tof"] > 0 and "tof" in m["bicubic"]["embedded_video"]
+
+
+@pytest.mark.parametrize("threshold,updates", [(-1e9, False), (1e9, True)])
+def test_tecogan_from_frvsr_and_the_discriminator_update_rule(frvsr_ckpt, tmp_path, threshold, updates):
+    """The GAN stage starts from the FRVSR weights; D is updated only while it is not too strong (a threshold
+    nothing reaches: never; one everything reaches: always), and its skipped steps still count."""
+    from lightning_sr.checkpoint import generator_state, read_checkpoint
+    from tests.helpers import GanStepProbe
+
+    over = VSMOKE + ["model=tecogan", "data=embedded_video", f"model.init_from={frvsr_ckpt['last_ckpt']}",
+                     "model.discriminator.channels=8", f"model.discriminator.update_threshold={threshold}",
+                     "model.res_blocks=2", "trainer.max_steps=4", "+callbacks.probe._target_=tests.helpers.GanStepProbe"]
+    m = train(compose(over, tmp_path / "run"))
+    probe = GanStepProbe.last
+    init = generator_state(read_checkpoint(frvsr_ckpt["last_ckpt"]))
+    assert all(torch.equal(v, init[k]) for k, v in probe.start["generator"].items())
+    assert m["global_step"] == 4 and m["batches"] == 2  # generator + discriminator step per batch
+    d1 = {k[len("discriminator."):]: v for k, v in read_checkpoint(m["last_ckpt"])["state_dict"].items()
+          if k.startswith("discriminator.")}
+    changed = any(not torch.equal(probe.start["discriminator"][k], v) for k, v in d1.items()
+                  if "running" not in k and "num_batches" not in k)
+    assert changed == updates
+    assert [s["which"] for s in probe.steps] == ["generator", "discriminator"] * 2
+    assert all(s["discriminator_has_grad"] == updates for s in probe.steps if s["which"] == "discriminator")
+
+
+def test_block_pruned_srnet_reloads_weights_only(frvsr_ckpt, tmp_path):
+    from lightning_sr.checkpoint import load_generator
+
+    m = train(compose(VSMOKE + ["model=frvsr", "data=embedded_video", f"model.init_from={frvsr_ckpt['last_ckpt']}",
+                                "model.res_blocks=2", "compression=[block_prune,channel_prune]",
+                                "compression.block_prune.keep=1", "compression.channel_prune.ratio=0.5"], tmp_path))
+    g, spec = load_generator(m["last_ckpt"])  # weights_only=True inside
+    assert spec["res_blocks"] == 1 and len(g.srnet.body) == 1
+    assert g.srnet.body[0].conv1.out_channels == 4 and g.srnet.upsampler[0].out_channels == 4
+    assert g.fnet.encoder[0].out_channels == 32  # FNet left intact
+    assert m["params"] < frvsr_ckpt["params"]
+
+
+# ----- evaluate: outputs and strip ------------------------------------------------------------------------------
+def test_evaluate_writes_frames_and_a_strip(frvsr_ckpt, tmp_path):
+    m = evaluate(compose([f"ckpt_path={frvsr_ckpt['last_ckpt']}", "data=embedded_video", "save_outputs=true",
+                          "cost.latency=false", "progress_bar=false"], tmp_path, "evaluate"))
+    assert m["psnr"] == pytest.approx(frvsr_ckpt["psnr"], abs=1e-6)  # streaming eval = training validation
+    frames = sorted((tmp_path / "outputs" / "astronaut_0").glob("*.png"))
+    assert len(frames) == 12 and Image.open(frames[0]).size == (128, 128)
+    strip = sorted((tmp_path / "strip" / "astronaut_0").glob("*.png"))
+    assert len(strip) == 12 and Image.open(strip[0]).size == (3 * 128, 128)
+
+
+# ----- bad clip folders -----------------------------------------------------------------------------------------
+def _clip(folder, n, size=(32, 32), names=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        name = names[i] if names else f"{i:04d}.png"
+        h, w = size(i) if callable(size) else size
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / name)
+
+
+def _video_cfg(root, **kw):
+    from omegaconf import OmegaConf
+
+    base = dict(kind="folders", name="v", train_root=str(root), val_root=str(root), n_frames=4, patch_size=16,
+                batch_size=1, iters_per_epoch=2, num_workers=0, degradation="gaussian", blur_sigma=1.5)
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+def test_short_clips_are_skipped_with_a_count_and_an_error_when_none_is_left(tmp_path, caplog):
+    _clip(tmp_path / "a", 6)
+    _clip(tmp_path / "b", 2)
+    dm = VideoDataModule(_video_cfg(tmp_path), 4)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert [c.name for c in dm.train_set.clips] == ["a"] and "skipped 1 of 2 clips shorter" in caplog.text
+    with pytest.raises(DataError, match="none of the 2 clips has data.n_frames=10"):
+        VideoDataModule(_video_cfg(tmp_path, n_frames=10), 4).setup("fit")
+
+
+@pytest.mark.parametrize("case,match", [
+    ("sizes", "clip 'a'.*mixes frame sizes"),
+    ("empty", "holds no frames.*remove the empty clip folder"),
+    ("lr_count", "3 LR frames.*but 6 ground-truth frames"),
+])
+def test_bad_clip_folders_are_one_line_errors(tmp_path, case, match):
+    kw = {}
+    if case == "sizes":
+        _clip(tmp_path / "v" / "a", 6, size=lambda i: (32, 32) if i else (36, 32))
+    elif case == "empty":
+        _clip(tmp_path / "v" / "a", 6)
+        (tmp_path / "v" / "b").mkdir()
+    else:
+        _clip(tmp_path / "v" / "a", 6)
+        _clip(tmp_path / "lr" / "a", 3, size=(8, 8))
+        kw["lr_root"] = str(tmp_path / "lr")
+    with pytest.raises(DataError, match=match) as e:
+        VideoDataModule(_video_cfg(tmp_path / "v", **kw), 4).setup("fit")
+    assert "\n" not in str(e.value)
+
+
+def test_non_numeric_frame_names_warn_and_numeric_ones_sort_by_number(tmp_path, caplog):
+    from lightning_sr.data.video import list_frames
+
+    _clip(tmp_path / "n", 3, names=["frame2.png", "frame10.png", "frame1.png"])
+    assert [f.name for f in list_frames(tmp_path / "n", "clip")] == ["frame1.png", "frame2.png", "frame10.png"]
+    _clip(tmp_path / "w", 2, names=["left.png", "right.png"])
+    with caplog.at_level(logging.WARNING):
+        list_frames(tmp_path / "w", "clip")
+    assert "may not be time order" in caplog.text
+
+
+def test_video_metrics_object_outside_the_modules():
+    from lightning_sr.metrics import VideoMetrics, centre_crop_box
+
+    assert centre_crop_box(576, 720) == (16, 8, 544, 704)
+    gt = torch.rand(8, 3, 64, 64)
+    m = VideoMetrics()
+    m.update(gt.clone(), gt)
+    r = m.compute()
+    assert r["psnr"] > 90 and r["tof"] == pytest.approx(0.0, abs=1e-6) and r["ssim"] == pytest.approx(1.0)
+    m2 = VideoMetrics()
+    m2.update((gt + 0.05).clamp(0, 1), gt)
+    assert m2.compute()["psnr"] < 40
+    _ = json.dumps(r)
+
+
+# ----- the table, DDP, and the embedded default ------------------------------------------------------------------
+@pytest.mark.slow
+def test_tecogan_block_pruning_smoke_sweep_with_report(tmp_path):
+    from tests.conftest import run_cli
+
+    sweep = tmp_path / "sweep"
+    run_cli("train.py", ["-m", "experiment=tecogan_block_pruning", "profile=smoke", "model.channels=8",
+                         "model.discriminator.channels=8", "trainer.max_steps=2", "callbacks.progress_bar.refresh_rate=0",
+                         "callbacks.model_summary=null", "cost.latency=false", "metrics.lpips.enabled=false",
+                         f"hydra.sweep.dir={sweep}"], timeout=900)
+    jobs = [json.loads((sweep / str(j) / "metrics.json").read_text()) for j in range(5)]
+    assert [m["generator"]["res_blocks"] for m in jobs] == [10, 7, 5, 3, 1]
+    assert all(m["status"] == "finished" and "tof" in m for m in jobs)
+    assert jobs[0]["params"] > jobs[-1]["params"]
+    md = (sweep / "report.md").read_text()
+    assert md.count("| measured | finished |") == 5 and md.count("**published**") == 5
+    assert "tOF" in md and "001_7e75d2e60180182f.txt" in md
+
+
+@pytest.mark.slow
+def test_tecogan_under_ddp_equals_a_single_process(tmp_path):
+    from tests.conftest import run_cli
+
+    run = tmp_path / "ddp"
+    run_cli("train.py", [*[o for o in VSMOKE if not o.startswith("trainer.max_steps")], "model=tecogan",
+                         "data=embedded_video", "model.discriminator.channels=8", "trainer.max_steps=4",
+                         "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run}"], timeout=600)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["batches"] == 2 and m["sets"]["embedded_video"]["clips"] == 2
+    run_cli("evaluate.py", [f"ckpt_path={m['last_ckpt']}", "data=embedded_video", "cost.latency=false",
+                            f"hydra.run.dir={tmp_path / 'single'}"], timeout=300)
+    s = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    for k in ("psnr", "ssim", "tof"):
+        assert m[k] == pytest.approx(s[k], abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.solo  # timed: nothing else may run beside it
+def test_python_train_py_frvsr_embedded_video_beats_bicubic_within_five_minutes(tmp_path):
+    import os
+    import time
+
+    from tests.conftest import run_cli
+
+    t0 = time.perf_counter()
+    run_cli("train.py", ["model=frvsr", "data=embedded_video", f"hydra.run.dir={tmp_path}"], timeout=420,
+            env={"OMP_NUM_THREADS": str(os.cpu_count())})
+    wall = time.perf_counter() - t0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    bic = m["bicubic"]["embedded_video"]["psnr"]
+    print(f"frvsr on embedded video: {wall:.0f} s, PSNR {m['psnr']:.2f} dB vs bicubic {bic:.2f} dB "
+          f"(+{m['psnr'] - bic:.2f} dB), tOF {m['tof']:.3f} vs {m['bicubic']['embedded_video']['tof']:.3f}")
+    assert wall < 300, f"took {wall:.0f} s"
+    assert m["psnr"] - bic >= 0.3
+
+
+def test_augmented_training_clips_stay_aligned_with_their_lr():
+    """Flips of corner-aligned (BD) patches: the BD of every augmented HR patch is its LR patch (interior)."""
+    from lightning_sr.data.video import Clip, TrainClipDataset
+
+    hr = (torch.rand(3, 64, 64) * 255).round()
+    lr = gaussian_bd(hr, 4, 1.5)
+    ds = TrainClipDataset([Clip("a", [hr.byte()] * 4, [lr.byte()] * 4, ["0"] * 4)], 4, 32, 3, 40, True, 0, "corner")
+    flips = 0
+    for i in range(40):
+        x = ds[i]
+        for t in range(3):
+            ref = gaussian_bd((x["hr"][t] * 255).round().double(), 4, 1.5)
+            got = (x["lr"][t] * 255).round()
+            assert torch.equal(ref[:, 1:-1, 1:-1].float(), got[:, 1:-1, 1:-1])  # borders: the blur's padding
+        flips += int(not torch.equal(x["lr"][0], lr.byte()[:, :8, :8].float() / 255))
+    assert flips > 0
+
+
+def test_the_recurrent_generator_learns_a_batch():
+    """Gradients reach every part (no dead ReLUs from the initialisation): a batch is fitted quickly."""
+    from lightning_sr.losses import charbonnier_loss
+
+    from lightning_sr.ops.imresize import bicubic_upscale
+
+    torch.manual_seed(0)
+    g = build_generator({**TINY, "channels": 16})
+    lr = torch.rand(2, 3, 3, 8, 8)
+    hr = (1.0 - bicubic_upscale(lr.flatten(0, 1), 4)).view(2, 3, 3, 32, 32)  # a target the skip alone cannot give
+    opt = torch.optim.Adam(g.parameters(), 1e-3)
+    first = None
+    for _ in range(60):
+        loss = charbonnier_loss(g.forward_sequence(lr)["hr"], hr)
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.9 * first
+    assert all(p.grad is not None for n, p in g.named_parameters() if n.startswith("srnet"))
