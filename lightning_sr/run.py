@@ -99,6 +99,8 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
     out["generator"] = dict(module.generator_spec)
     if getattr(module, "compression_log", None):  # compression callbacks: before/after each technique
         out["compression"] = list(module.compression_log)
+    if getattr(module, "teacher_info", None):  # distillation: the teacher's size and PSNR beside the student's
+        out["teacher"] = dict(module.teacher_info)
     if hasattr(module, "exit_costs"):  # multi-exit models: each exit's cost as a standalone network
         out["exit_cost"] = module.exit_costs(cfg.get("cost"))
     out.update(extra)

@@ -37,6 +37,10 @@ def measured_values(metrics: dict[str, Any]) -> dict[str, Any]:
             for m in METRICS:
                 if m in vals:
                     out[f"{s}/{e}/{m}"] = vals[m]
+    teacher = metrics.get("teacher") or {}
+    for k in ("params", "macs", *METRICS):
+        if k in teacher:
+            out[f"teacher/{k}"] = teacher[k]
     for k in ("train_time_s", "global_step"):
         if k in metrics:
             out[k] = metrics[k]

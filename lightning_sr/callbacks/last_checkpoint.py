@@ -26,13 +26,19 @@ class LastCheckpoint(L.Callback):
         self.path = Path(dirpath) / filename
         self.every_n_steps = max(1, int(every_n_steps))
         self.save_on_exception = on_exception
-        self._saved_step = -1
+        self._saved_step: tuple[int, int] | None = None
+
+    @staticmethod
+    def _version(trainer: L.Trainer) -> tuple[int, int]:
+        """(step, parameter count): a model changed at the same step (pruned at the last one) is saved again."""
+        lm = trainer.lightning_module
+        return trainer.global_step, sum(p.numel() for p in lm.parameters()) if lm is not None else 0
 
     def _save(self, trainer: L.Trainer, why: str) -> None:
-        if trainer.global_step == self._saved_step or trainer.sanity_checking:
+        if self._version(trainer) == self._saved_step or trainer.sanity_checking:
             return
         trainer.save_checkpoint(str(self.path))
-        self._saved_step = trainer.global_step
+        self._saved_step = self._version(trainer)
         log.debug("saved %s at step %d (%s)", self.path, trainer.global_step, why)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -44,11 +50,11 @@ class LastCheckpoint(L.Callback):
 
     def _save_local(self, trainer: L.Trainer) -> None:
         """Rank 0 writes its own state, without any collective call (DDP: optimiser states are local)."""
-        if trainer.global_rank != 0 or trainer.global_step == self._saved_step:
+        if trainer.global_rank != 0 or self._version(trainer) == self._saved_step:
             return
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
         trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, str(self.path))
-        self._saved_step = trainer.global_step
+        self._saved_step = self._version(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not self.save_on_exception or trainer.global_step == 0:

@@ -93,7 +93,24 @@ def adapt_to_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]
     return model
 
 
+def attach_saved_gates(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Channel gates saved in the state dict (``<layer>.lsr_gate``, a checkpoint taken while channel sparsity was
+    learning) are attached again, so the model computes what was validated."""
+    from lightning_sr.models.gates import GATE, attach_gate
+
+    for key, value in state_dict.items():
+        if key.endswith("." + GATE):
+            module = model.get_submodule(key[: -len(GATE) - 1])
+            rep = 1
+            out = module.weight.shape[1 if isinstance(module, nn.ConvTranspose2d) else 0] \
+                if hasattr(module, "weight") else value.numel()
+            if value.numel() and out != value.numel():
+                rep = out // value.numel()
+            attach_gate(module, nn.Parameter(torch.ones_like(value)), rep)
+
+
 def load_generator_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     adapt_to_state_dict(model, state_dict)
+    attach_saved_gates(model, state_dict)
     model.load_state_dict(state_dict)
     return model

@@ -70,6 +70,13 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, fl
                 for e, ms in ex.items()} for s, ex in acc.items()}
 
 
+class CosineLR(torch.optim.lr_scheduler.CosineAnnealingLR):
+    """Cosine annealing that leaves parameter groups with learning rate 0 at 0 (parameters a callback optimises)."""
+
+    def get_lr(self):
+        return [0.0 if base == 0 else lr for base, lr in zip(self.base_lrs, super().get_lr(), strict=True)]
+
+
 class SRBaseModule(L.LightningModule):
     # optimiser steps per training batch (trainer.global_step advances by this much per batch)
     optimizer_steps_per_batch = 1
@@ -145,22 +152,27 @@ class SRBaseModule(L.LightningModule):
 
     # ----- optimisation (shared helpers) -----------------------------------------------------------------------
     def generator_parameters(self) -> list[torch.nn.Parameter]:
-        """The generator's trainable parameters for the module's optimiser; parameters a callback optimises
-        itself (marked ``lsr_own_optimizer``, e.g. channel gates) are left out."""
-        return [p for p in self.generator.parameters() if p.requires_grad and not getattr(p, "lsr_own_optimizer",
-                                                                                           False)]
+        """The generator's trainable parameters for the module's optimiser."""
+        return [p for p in self.generator.parameters() if p.requires_grad]
 
     def make_optimizer(self, params, cfg: dict | None = None) -> torch.optim.Optimizer:
+        """Adam over ``params``. Parameters a callback optimises itself (marked ``lsr_own_optimizer``: channel gates)
+        sit in a group of their own with learning rate 0: this optimiser never changes them, but they stay in it, so
+        modules that toggle optimisers (GANs) keep computing their gradients."""
         c = {**self.optim_cfg, **(cfg or {})}
-        return torch.optim.Adam(params, lr=c.get("lr", 2e-4), betas=tuple(c.get("betas", (0.9, 0.99))),
+        params = list(params)
+        own = [p for p in params if getattr(p, "lsr_own_optimizer", False)]
+        groups: list[dict] = [{"params": [p for p in params if not getattr(p, "lsr_own_optimizer", False)]}]
+        if own:
+            groups.append({"params": own, "lr": 0.0, "weight_decay": 0.0})
+        return torch.optim.Adam(groups, lr=c.get("lr", 2e-4), betas=tuple(c.get("betas", (0.9, 0.99))),
                                 weight_decay=c.get("weight_decay", 0.0))
 
     def make_scheduler(self, opt: torch.optim.Optimizer):
         c = self.sched_cfg
         name = c.get("name", "constant")
         if name == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.schedule_length(),
-                                                              eta_min=c.get("eta_min", 1e-7))
+            return CosineLR(opt, T_max=self.schedule_length(), eta_min=c.get("eta_min", 1e-7))
         if name == "multistep":
             return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c.get("milestones", [])),
                                                         gamma=c.get("gamma", 0.5))

@@ -87,6 +87,7 @@ def md_columns(rep: SweepReport) -> list[str]:
     _ordered(exits, sorted({k.split("/")[1] for k in present if k.count("/") == 2}))
     cols += [f"{e}/{k}" for e in exits for k in ("params", "macs")]
     cols += [f"{s}/{e}/{m}" for s in sets for e in exits for m in METRICS]
+    cols += ["teacher/params", "teacher/psnr"]  # distillation: the teacher beside the student
     cols.append("train_time_s")
     return [c for c in cols if c in (*rep.keys, "job", "source", "status") or any(c in r for r in rep.rows)]
 

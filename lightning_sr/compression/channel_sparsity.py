@@ -1,0 +1,484 @@
+"""Channel sparsity: learn which channels a network can lose, then remove them physically.
+
+Every prunable channel group (Torch-Pruning's dependency analysis, the same as ``compression=channel_prune``:
+the trunk width of an SRResNet, coupled by its residual additions, is ONE group; each block's inner channels are
+another; every upsampler stage's shuffled channels another) gets one learnable gate per channel
+(:mod:`lightning_sr.models.gates`): the output of every layer that writes the group's channels is multiplied by it,
+right after the convolution, or after its BatchNorm when one follows (the gate then scales the BatchNorm's weight and
+bias: the BatchNorm weights become the gates when it is folded). The trunk is included: GAN Slimming never prunes
+it, we do. Gates start at 1, live on an optimiser of their own (Adam, ``gate_lr``) and are pushed to zero by
+``method``:
+
+* ``proximal`` (GAN Slimming, default): after every step a soft threshold, ``g <- sign(g) max(|g| - rho lr, 0)``;
+* ``l1`` (network slimming): a loss term ``sparsity/l1 = rho * sum |g|`` through the modules' loss hook;
+* ``growing_reg`` (ASSL / SRP): no gates; the channels to remove are chosen at the start (smallest L1 norm of the
+  group's filters, the same channels in every layer of a residual-coupled group, until the MAC budget
+  ``target_macs`` is met) and an L2 penalty on their filters (``sparsity/growing_reg``) grows by ``reg_step`` every
+  ``reg_interval`` steps until their norm is below ``reg_tolerance``: removing them is then (nearly) lossless.
+
+At ``prune_at_step`` (default: the last step) channels whose gate is below ``threshold`` -- or, with ``target_macs``,
+the smallest gates over all groups until the MACs fall to ``target_macs`` times the dense model's -- are removed
+through the physical pruning code of ``channel_prune`` (one path), every gate is folded into its layer (exact: it
+only scales that layer's outputs), and training goes on as fine-tuning when steps remain. The final checkpoint is a
+plain pruned model that reloads with ``weights_only=True``; a checkpoint taken while gates learn reloads with its
+gates (:func:`lightning_sr.models.registry.attach_saved_gates`).
+
+Logged at every validation, to every logger: gate quantiles (``sparsity/gate_q{0,25,50,75,100}``), the fraction of
+gates under ``threshold`` per group (``sparsity/<group>/below``), and the MACs the model would have if pruned now
+(``sparsity/macs_if_pruned``, ``sparsity/macs_ratio_if_pruned``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from lightning_sr.compression.channel_pruning import (
+    ChannelPlan,
+    _forward_fn,
+    default_protect,
+    prune_pixel_shuffle_stage,
+)
+from lightning_sr.compression.common import (
+    _append_log,
+    _short,
+    check,
+    check_choice,
+    evaluate_psnr,
+    generator_of,
+    restore_structure,
+)
+from lightning_sr.errors import require
+from lightning_sr.models import is_conv
+from lightning_sr.models.gates import attach_gate, detach_gate, fold_all_gates
+
+log = logging.getLogger(__name__)
+
+KEY = "compression.channel_sparsity"
+METHODS = ("proximal", "l1", "growing_reg")
+
+
+@dataclass
+class Group:
+    """One prunable channel group: the layers that write its channels and its gate."""
+
+    name: str
+    channels: int
+    writers: list[tuple[nn.Module, int]]   # (layer the gate scales, repeat per channel)
+    filters: list[tuple[nn.Module, int]]   # (conv whose output filters hold the channels, repeat) for growing_reg
+    readers: list[nn.Module] = field(default_factory=list)  # convs whose input channels are the group's channels
+    root: nn.Module | None = None          # Torch-Pruning root conv (None for an upsampler stage)
+    stage: tuple | None = None             # (stage, consumer) for a PixelShuffle stage
+    gate: nn.Parameter | None = None
+    chosen: list[int] = field(default_factory=list)  # growing_reg: channels to remove
+
+
+def _next_sibling(model: nn.Module, module: nn.Module) -> nn.Module | None:
+    for parent in model.modules():
+        kids = list(parent.children())
+        for i, k in enumerate(kids):
+            if k is module:
+                return kids[i + 1] if i + 1 < len(kids) else None
+    return None
+
+
+def sparsity_protect(gen: nn.Module) -> list[str]:
+    """The default protection of channel sparsity: the model's own (as channel_prune), minus its head, so the trunk
+    width is a group too (SRResNet: [tail]; the video generator: [fnet, srnet.tail])."""
+    return [p for p in default_protect(gen) if not p.split(".")[-1] == "head"]
+
+
+def find_groups(gen: nn.Module, protect) -> list[Group]:
+    """Every prunable channel group of ``gen`` (see the module docstring)."""
+    protect = sparsity_protect(gen) if protect is None else protect
+    plan = ChannelPlan(gen, 0.5, "l1", False, protect, "group", None)
+    dg = plan.pruner.DG
+    names = {m: n for n, m in gen.named_modules()}
+    groups = []
+    for grp in plan.groups:
+        root = grp[0].dep.target.module
+        n = len(grp[0].idxs)
+        writers, filters, readers = [], [], []
+        for item in grp:
+            mod = item.dep.target.module
+            if dg.is_in_channel_pruning_fn(item.dep.handler) and is_conv(mod):
+                readers.append(mod)
+            if not (dg.is_out_channel_pruning_fn(item.dep.handler) and is_conv(mod)):
+                continue
+            if sorted(item.idxs) != list(range(n)):  # a channel mapping other than identity: not gated
+                break
+            nxt = _next_sibling(gen, mod)
+            writer = nxt if isinstance(nxt, nn.modules.batchnorm._BatchNorm) else mod
+            writers.append((writer, 1))
+            filters.append((mod, 1))
+        else:
+            if writers:
+                groups.append(Group(names[root], n, writers, filters, readers, root=root))
+    for name, st, cons in plan.stages:
+        r2 = st[1].upscale_factor ** 2
+        groups.append(Group(name, st[0].out_channels // r2, [(st[0], r2)], [(st[0], r2)], [cons], stage=(st, cons)))
+    return groups
+
+
+class MacCounter:
+    """MACs of the model after removing channels, without pruning anything: every convolution's MACs scale with its
+    remaining input and output channels (one traced pass records them); the rest (the bicubic skip) is constant.
+    Exact for these networks (tests compare it with a physical pruning), and instant, so a MAC-budget search over
+    thousands of candidate removals costs nothing."""
+
+    def __init__(self, gen: nn.Module, groups: list[Group]):
+        from lightning_sr.models import conv_layers
+
+        self.groups = groups
+        convs = [m for _, m in conv_layers(gen)]
+        seen: dict[nn.Module, int] = {}
+
+        def hook(m, i, o):
+            k = m.weight.shape[2] * m.weight.shape[3]
+            cin = m.in_channels // m.groups
+            seen[m] = seen.get(m, 0) + cin * m.out_channels * k * o.shape[-1] * o.shape[-2] * o.shape[0]
+
+        handles = [m.register_forward_hook(hook) for m in convs]
+        total = macs_small(gen)  # the same pass, with the flop counter: the hooks see every call
+        for h in handles:
+            h.remove()
+        self.conv_macs = seen
+        self.rest = total - sum(seen.values())
+        self.out_groups = {m: [(g, rep) for g in groups for w, rep in g.filters if w is m] for m in seen}
+        self.in_groups = {m: [g for g in groups if any(r is m for r in g.readers)] for m in seen}
+
+    def macs(self, removal: dict[str, list[int]]) -> int:
+        total = float(self.rest)
+        for m, base in self.conv_macs.items():
+            cout = m.out_channels - sum(len(removal.get(g.name, ())) * rep for g, rep in self.out_groups[m])
+            cin_full = m.in_channels
+            cin = cin_full - sum(len(removal.get(g.name, ())) for g in self.in_groups[m])
+            total += base * (cout / m.out_channels) * (cin / cin_full)
+        return int(round(total))
+
+
+def macs_small(model: nn.Module) -> int:
+    """MACs on a 32x32 LR input: for these fully convolutional networks MAC ratios do not depend on the input size,
+    and the small input keeps the many trial prunings of a MAC-budget search cheap."""
+    from lightning_sr.cost import count_macs
+
+    return count_macs(model, (getattr(model, "in_channels", 3), 32, 32))
+
+
+def remove_channels(gen: nn.Module, groups: list[Group], removal: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Fold every gate, then remove ``removal[group name]`` channels physically (Torch-Pruning for coupled groups,
+    the PixelShuffle-aware stage pruning for upsampler stages). Returns {layer: [before, after]} out channels.
+    Works from any context (Torch-Pruning traces with autograd, so inference mode and no_grad are lifted)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _remove_channels(gen, groups, removal)
+
+
+def _remove_channels(gen: nn.Module, groups: list[Group], removal: dict[str, list[int]]) -> dict[str, list[int]]:
+    from lightning_sr.models import conv_layers
+
+    before = {n: m.out_channels for n, m in conv_layers(gen)}
+    fold_all_gates(gen)
+    was_training = gen.training
+    dg = None
+    for g in groups:
+        idxs = sorted(set(removal.get(g.name, [])))
+        if not idxs:
+            continue
+        if g.stage is not None:
+            prune_pixel_shuffle_stage(g.stage[0], g.stage[1], idxs)
+            continue
+        if dg is None:  # one dependency graph for every group (the groups are disjoint)
+            example = torch.rand(1, getattr(gen, "in_channels", 3), 16, 16, device=next(gen.parameters()).device)
+            dg = tp.DependencyGraph().build_dependency(gen, example_inputs=example, forward_fn=_forward_fn(gen))
+        dg.get_pruning_group(g.root, tp.prune_conv_out_channels, idxs).prune()
+    gen.train(was_training)
+    after = {n: m.out_channels for n, m in conv_layers(gen)}
+    return {n: [before[n], after[n]] for n in before if n in after and before[n] != after[n]}
+
+
+class ChannelSparsity(L.Callback):
+    """Learnable channel gates + a sparsity method, then physical removal (see the module docstring)."""
+
+    name = "channel_sparsity"
+
+    def __init__(self, method: str = "proximal", rho: float = 0.01, gate_lr: float = 1e-2,
+                 threshold: float | None = 0.05, target_macs: float | None = None, prune_at_step: int | None = None,
+                 protect: list[str] | None = None, reg_step: float = 1e-4, reg_interval: int = 10,
+                 reg_tolerance: float = 1e-3, evaluate: bool = True, eval_images: int | None = None):
+        check_choice(f"{KEY}.method", method, METHODS)
+        check(isinstance(rho, (int, float)) and not isinstance(rho, bool) and rho >= 0, f"{KEY}.rho", rho,
+              "is impossible; use a sparsity strength >= 0 (GAN Slimming's default is 0.01)")
+        check(isinstance(gate_lr, (int, float)) and gate_lr > 0, f"{KEY}.gate_lr", gate_lr, "must be > 0")
+        check(threshold is None or (isinstance(threshold, (int, float)) and 0 < threshold < 1), f"{KEY}.threshold",
+              threshold, "is impossible; use a gate value in (0, 1) below which a channel is removed, or null")
+        check(target_macs is None or (isinstance(target_macs, (int, float)) and 0 < target_macs <= 1),
+              f"{KEY}.target_macs", target_macs,
+              "is impossible; use the fraction of the dense model's MACs to keep, in (0, 1] (e.g. 0.5), or null")
+        check(threshold is not None or target_macs is not None, f"{KEY}.threshold", threshold,
+              "and target_macs are both null: give one (which channels to remove at the end)")
+        check(method != "growing_reg" or target_macs is not None, f"{KEY}.target_macs", target_macs,
+              "must be set for method=growing_reg (the channels to push to zero are chosen to meet it)")
+        check(prune_at_step is None or (isinstance(prune_at_step, int) and prune_at_step > 0), f"{KEY}.prune_at_step",
+              prune_at_step, "is impossible; use a positive step or null (the last step)")
+        check(protect is None or (isinstance(protect, (list, tuple)) and all(isinstance(p, str) for p in protect)),
+              f"{KEY}.protect", protect, "must be null (the model's default) or a list of module names")
+        for key, v in (("reg_step", reg_step), ("reg_tolerance", reg_tolerance)):
+            check(isinstance(v, (int, float)) and v > 0, f"{KEY}.{key}", v, "must be > 0")
+        check(isinstance(reg_interval, int) and reg_interval > 0, f"{KEY}.reg_interval", reg_interval, "must be > 0")
+        self.method, self.rho, self.gate_lr = method, float(rho), float(gate_lr)
+        self.threshold = None if threshold is None else float(threshold)
+        self.target_macs = None if target_macs is None else float(target_macs)
+        self.prune_at_step, self.protect = prune_at_step, None if protect is None else list(protect)
+        self.reg_step, self.reg_interval, self.reg_tolerance = float(reg_step), reg_interval, float(reg_tolerance)
+        self.evaluate, self.eval_images = evaluate, eval_images
+        self.groups: list[Group] = []
+        self.pruned = False
+        self.reg = 0.0
+        self.entry: dict[str, Any] | None = None
+        self._opt: torch.optim.Optimizer | None = None
+        self._opt_state: dict | None = None
+        self._dense_macs: int | None = None
+        self._counter: MacCounter | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.method, "rho": self.rho, "gate_lr": self.gate_lr, "threshold": self.threshold,
+                "target_macs": self.target_macs, "prune_at_step": self.prune_at_step, "protect": self.protect}
+
+    # ----- set-up: gates on every group ---------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.groups or self.pruned:
+            return
+        resume = trainer.ckpt_path
+        if resume:
+            from lightning_sr.checkpoint import read_checkpoint
+
+            state = (read_checkpoint(resume, "resumed checkpoint").get("callbacks") or {}).get(self.state_key) or {}
+            if state.get("pruned"):  # pruned mid-run: the checkpoint holds the pruned structure, without gates
+                restore_structure(pl_module, str(resume))
+                self.load_state_dict(state)
+                _append_log(pl_module, self.entry)
+                return
+        gen = generator_of(pl_module, KEY)
+        gen.to(trainer.strategy.root_device)
+        mid_run = self.prune_at_step is not None and self.prune_at_step < (trainer.max_steps or 0)
+        require(not (mid_run and trainer.world_size > 1),
+                f"{KEY}.prune_at_step={self.prune_at_step} prunes in the middle of a multi-process run, which would "
+                f"rebuild every rank's model under DDP; prune at the end (null) and fine-tune with "
+                f"model.init_from=<the pruned checkpoint>")
+        self._dense_macs = macs_small(gen)
+        self.groups = find_groups(gen, self.protect)
+        require(bool(self.groups), f"{KEY}: nothing to gate in {type(gen).__name__}: every channel group contains a "
+                                   f"protected layer (protect={self.protect or sparsity_protect(gen)})")
+        if self.method == "growing_reg":
+            self._choose_for_growing_reg(gen)
+        else:
+            for g in self.groups:
+                g.gate = nn.Parameter(torch.ones(g.channels, device=trainer.strategy.root_device))
+                g.gate.lsr_own_optimizer = True
+                for layer, rep in g.writers:
+                    attach_gate(layer, g.gate, rep)
+        if not resume:
+            before = self._measure(trainer, pl_module)
+            self.entry = {"technique": self.name, **self.config(), "groups": len(self.groups),
+                          "gated_channels": sum(g.channels for g in self.groups), "before": before}
+        log.info("%s: %d channel groups (%d channels), method=%s", KEY, len(self.groups),
+                 sum(g.channels for g in self.groups), self.method)
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        from lightning_sr.cost import cost_from_config
+
+        out = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None), latency=False)
+        if self.evaluate:
+            out.update(evaluate_psnr(trainer, pl_module, self.eval_images))
+        return out
+
+    # ----- the gates' optimiser -------------------------------------------------------------------------------------
+    def _gates(self) -> list[nn.Parameter]:
+        return [g.gate for g in self.groups if g.gate is not None]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.pruned or not self._gates():
+            return
+        self._opt = torch.optim.Adam(self._gates(), lr=self.gate_lr)
+        if self._opt_state:
+            self._opt.load_state_dict(self._opt_state)
+
+    def loss_terms(self, trainer, pl_module, stage: str = "generator", **context) -> dict[str, torch.Tensor]:
+        if stage != "generator" or self.pruned:
+            return {}
+        if self.method == "l1" and self.rho > 0:
+            return {"sparsity/l1": self.rho * sum(g.abs().sum() for g in self._gates())}
+        if self.method == "growing_reg" and self.reg > 0:
+            pen = sum((m.weight[self._rows(g, rep)] ** 2).sum() for g in self.groups if g.chosen
+                      for m, rep in g.filters)
+            return {"sparsity/growing_reg": self.reg * pen}
+        return {}
+
+    @staticmethod
+    def _rows(g: Group, rep: int) -> list[int]:
+        return [c * rep + k for c in g.chosen for k in range(rep)]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.pruned:
+            return
+        if self._opt is not None:
+            self._opt.step()
+            self._opt.zero_grad(set_to_none=True)
+            if self.method == "proximal" and self.rho > 0:
+                t = self.rho * self.gate_lr
+                with torch.no_grad():
+                    for g in self._gates():
+                        g.copy_(torch.sign(g) * torch.clamp(g.abs() - t, min=0))
+        if self.method == "growing_reg" and trainer.global_step % self.reg_interval == 0:
+            if self._chosen_norm() > self.reg_tolerance:
+                self.reg += self.reg_step
+        end = self.prune_at_step or trainer.max_steps
+        if end and trainer.global_step >= end:
+            self.prune(trainer, pl_module)
+
+    # ----- choosing and removing -----------------------------------------------------------------------------------
+    def _chosen_norm(self) -> float:
+        vals = [float(m.weight[self._rows(g, rep)].norm()) for g in self.groups if g.chosen for m, rep in g.filters]
+        return max(vals, default=0.0)
+
+    def _choose_for_growing_reg(self, gen: nn.Module) -> None:
+        """The channels with the smallest filter L1 norm over the group, until the MAC budget is met."""
+        scores = {}
+        for g in self.groups:  # a channel's rows are consecutive (r^2 of them before a PixelShuffle)
+            scores[g.name] = sum(m.weight.detach().abs().reshape(g.channels, -1).sum(1).cpu() for m, _ in g.filters)
+        removal = self._by_budget(gen, scores)
+        for g in self.groups:
+            g.chosen = removal.get(g.name, [])
+
+    def _by_threshold(self) -> dict[str, list[int]]:
+        out = {}
+        for g in self.groups:
+            vals = g.gate.detach().abs().cpu()
+            idx = [int(i) for i in torch.nonzero(vals < self.threshold).flatten()]
+            if len(idx) >= g.channels:  # every group keeps its strongest channel
+                idx.remove(int(vals.argmax()))
+            out[g.name] = idx
+        return out
+
+    def _by_budget(self, gen: nn.Module, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+        """The fewest lowest-scoring channels (over all groups) whose removal brings the MACs to target_macs x dense."""
+        ranked = sorted(((float(v), g.name, i) for g in self.groups for i, v in enumerate(scores[g.name])))
+        cap = {g.name: g.channels - 1 for g in self.groups}
+
+        def removal_of(k: int) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {g.name: [] for g in self.groups}
+            for _, name, i in ranked:
+                if k <= 0:
+                    break
+                if len(out[name]) < cap[name]:
+                    out[name].append(i)
+                    k -= 1
+            return out
+
+        budget = self.target_macs * (self._dense_macs or macs_small(gen))
+        if self._counter is None or self._counter.groups is not self.groups:
+            self._counter = MacCounter(gen, self.groups)
+        lo, hi = 0, sum(cap.values())
+        if self._macs_after(gen, removal_of(hi)) > budget:
+            log.warning("%s: even removing all but one channel per group leaves more than target_macs=%s",
+                        KEY, self.target_macs)
+            return removal_of(hi)
+        while lo < hi:  # the smallest k that meets the budget
+            mid = (lo + hi) // 2
+            if self._macs_after(gen, removal_of(mid)) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        return removal_of(lo)
+
+    def _macs_after(self, gen: nn.Module, removal: dict[str, list[int]]) -> int:
+        if self._counter is None or self._counter.groups is not self.groups:
+            self._counter = MacCounter(gen, self.groups)
+        return self._counter.macs(removal)
+
+    def removal_now(self, gen: nn.Module) -> dict[str, list[int]]:
+        if self.method == "growing_reg":
+            return {g.name: list(g.chosen) for g in self.groups}
+        if self.target_macs is not None:
+            return self._by_budget(gen, {g.name: g.gate.detach().abs().cpu() for g in self.groups})
+        return self._by_threshold()
+
+    def prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        gen = pl_module.generator
+        removal = self.removal_now(gen)
+        changed = remove_channels(gen, self.groups, removal)
+        for g in self.groups:
+            for layer, _ in g.writers:
+                detach_gate(layer)
+        self.pruned, self._opt = True, None
+        after = self._measure(trainer, pl_module)
+        self.entry = {**(self.entry or {"technique": self.name, **self.config()}), "at_step": trainer.global_step,
+                      "removed_channels": {k: len(v) for k, v in removal.items() if v},
+                      "pruned_out_channels": changed, "after": after}
+        if self._dense_macs:
+            self.entry["macs_ratio"] = round(after["macs"] / self._dense_macs, 4)
+        _append_log(pl_module, self.entry)
+        from lightning_sr.compression.common import adapt_generator_on_load
+
+        adapt_generator_on_load(pl_module)
+        self._log(trainer, {f"compression/{self.name}/{k}_after": float(after[k]) for k in ("psnr", "params", "macs")
+                            if k in after})
+        log.info("%s: pruned at step %d: %s", KEY, trainer.global_step, _short(after))
+        if trainer.max_steps and trainer.global_step < trainer.max_steps:  # fine-tuning goes on: new parameters
+            trainer.strategy.setup_optimizers(trainer)
+
+    # ----- what is logged --------------------------------------------------------------------------------------------
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.pruned or trainer.sanity_checking or not self.groups:
+            return
+        out: dict[str, float] = {}
+        if self._gates():
+            allg = torch.cat([g.detach().abs().flatten().cpu() for g in self._gates()])
+            for q in (0, 25, 50, 75, 100):
+                out[f"sparsity/gate_q{q}"] = float(torch.quantile(allg, q / 100))
+            if self.threshold is not None:
+                for g in self.groups:
+                    out[f"sparsity/{g.name}/below"] = float((g.gate.detach().abs() < self.threshold).float().mean())
+        else:
+            out["sparsity/reg"] = self.reg
+            out["sparsity/chosen_norm"] = self._chosen_norm()
+        macs = self._macs_after(pl_module.generator, self.removal_now(pl_module.generator))
+        out["sparsity/macs_if_pruned"] = float(macs)
+        if self._dense_macs:
+            out["sparsity/macs_ratio_if_pruned"] = macs / self._dense_macs
+        self._log(trainer, out)
+
+    @staticmethod
+    def _log(trainer: L.Trainer, values: dict[str, float]) -> None:
+        for lg in trainer.loggers:
+            try:
+                lg.log_metrics(values, step=trainer.global_step)
+            except Exception as e:  # a logger hiccup never stops training
+                log.warning("could not log sparsity metrics to %s: %s", type(lg).__name__, e)
+
+    # ----- checkpoints ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"pruned": self.pruned, "entry": self.entry, "reg": self.reg,
+                "chosen": {g.name: g.chosen for g in self.groups},
+                "opt_state": self._opt.state_dict() if self._opt is not None else self._opt_state,
+                "dense_macs": self._dense_macs}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pruned = bool(state_dict.get("pruned", False))
+        self.entry = state_dict.get("entry", self.entry)
+        self.reg = float(state_dict.get("reg", 0.0))
+        self._opt_state = state_dict.get("opt_state")
+        self._dense_macs = state_dict.get("dense_macs", self._dense_macs)
+        for g in self.groups:
+            g.chosen = list((state_dict.get("chosen") or {}).get(g.name, g.chosen))
+

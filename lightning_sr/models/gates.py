@@ -1,0 +1,75 @@
+"""Channel gates: a learnable scale per output channel of a layer (channel sparsity, GAN Slimming).
+
+A gate is a parameter ``lsr_gate`` registered on the layer it scales (a convolution, or the BatchNorm right after
+it) plus a forward hook that multiplies the layer's output channels by it; channels coupled by residual additions
+share one gate object. A gated generator saves its gates in its state dict (``<layer>.lsr_gate``), and
+:func:`lightning_sr.models.registry.adapt_to_state_dict` re-attaches them when such a checkpoint is loaded, so a
+checkpoint taken while gates are being learned evaluates exactly as it was validated. :func:`fold_gate` multiplies a
+gate into the layer's weight and bias and removes it (exact: the gate only scales that layer's output).
+A gate can repeat each value ``repeat`` times (a convolution before a PixelShuffle(r): r^2 filters per channel).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+GATE = "lsr_gate"
+
+
+def _gate_hook(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    g = getattr(module, GATE)
+    rep = getattr(module, "lsr_gate_repeat", 1)
+    g = g.repeat_interleave(rep) if rep > 1 else g
+    return output * g.view(1, -1, *([1] * (output.dim() - 2))).to(output.dtype)
+
+
+def attach_gate(module: nn.Module, gate: nn.Parameter, repeat: int = 1) -> None:
+    """Scale ``module``'s output channels by ``gate`` (shared objects stay shared)."""
+    detach_gate(module)
+    module.register_parameter(GATE, gate)
+    module.lsr_gate_repeat = int(repeat)
+    module.lsr_gate_handle = module.register_forward_hook(_gate_hook)
+
+
+def detach_gate(module: nn.Module) -> None:
+    handle = getattr(module, "lsr_gate_handle", None)
+    if handle is not None:
+        handle.remove()
+        del module.lsr_gate_handle
+    if GATE in module._parameters:
+        del module._parameters[GATE]
+
+
+def has_gate(module: nn.Module) -> bool:
+    return GATE in module._parameters
+
+
+def gated_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if has_gate(m)]
+
+
+@torch.no_grad()
+def fold_gate(module: nn.Module) -> None:
+    """Multiply the gate into the layer's output channels (weight and bias; BatchNorm: weight and bias) and remove it."""
+    g = getattr(module, GATE).detach()
+    rep = getattr(module, "lsr_gate_repeat", 1)
+    g = g.repeat_interleave(rep) if rep > 1 else g
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.weight.mul_(g)
+        module.bias.mul_(g)
+    else:
+        out_dim = 1 if isinstance(module, nn.ConvTranspose2d) else 0
+        shape = [1] * module.weight.dim()
+        shape[out_dim] = -1
+        module.weight.mul_(g.view(shape))
+        if module.bias is not None:
+            module.bias.mul_(g)
+    detach_gate(module)
+
+
+def fold_all_gates(model: nn.Module) -> int:
+    mods = gated_modules(model)
+    for _, m in mods:
+        fold_gate(m)
+    return len(mods)
