@@ -75,8 +75,8 @@ def main() -> None:
     steps = [f"trainer.max_steps={args.steps}"]
     half = args.steps // 2
     # the uniform pruning ratio and the scratch width that give ~50 % of the dense MACs
-    from lightning_sr.compression.channel_pruning import prune_channels
     from lightning_sr.checkpoint import load_generator
+    from lightning_sr.compression.channel_pruning import prune_channels
     from lightning_sr.cost import count_macs
     from lightning_sr.models import build_generator
 
@@ -87,21 +87,17 @@ def main() -> None:
     width = min(range(8, args.channels + 1), key=lambda c: abs(count_macs(build_generator(
         {"arch": "srresnet", "res_blocks": args.blocks, "channels": c, "scale": 4, "norm": "none", "act": "prelu",
          "skip": "bicubic", "res_scale": 1.0}), (3, 32, 32)) / base - 0.5))
-    kd = {"none": [], "output": ["+compression.distill.teacher=" + ckpt],
-          "output+fakd": ["+compression.distill.teacher=" + ckpt,
-                          f"+compression.distill.fakd=[{{student: body.{args.blocks // 2 - 1}, teacher: "
-                          f"body.{args.blocks // 2 - 1}}},{{student: body.{args.blocks - 1}, teacher: body.{args.blocks - 1}}}]"]}
+    mid, last = args.blocks // 2 - 1, args.blocks - 1
+    kd = {"none": [], "output": [f"compression.distill.teacher={ckpt}"],
+          "output+fakd": [f"compression.distill.teacher={ckpt}",
+                          f"compression.distill.fakd=[{{student: body.{mid}, teacher: body.{mid}}},"
+                          f"{{student: body.{last}, teacher: body.{last}}}]"]}
     rows = {"dense": dense}
     for kname, kover in kd.items():
-        comp = "distill" if kover else None
 
-        def with_kd(names: list[str]) -> list[str]:
-            names = names + (["distill"] if comp else [])
-            sel = f"compression=[{','.join(names)}]" if names else "compression=none"
-            over = [sel]
-            if comp:
-                over += [o.replace("+compression", "compression") for o in kover]
-            return over
+        def with_kd(names: list[str], kover: list[str] = kover) -> list[str]:
+            names = names + (["distill"] if kover else [])
+            return [f"compression=[{','.join(names)}]" if names else "compression=none", *kover]
 
         rows[f"sparsity / {kname}"] = run(f"sparsity_{kname}", common + steps + [f"model.init_from={ckpt}"] + with_kd(
             ["channel_sparsity"]) + ["compression.channel_sparsity.target_macs=0.5",
