@@ -15,8 +15,9 @@ from lightning_sr.models.registry import ARCHS, arch_keys, build_generator, spec
 
 log = logging.getLogger(__name__)
 
-# model-config keys that are not LightningModule arguments
-_NON_MODULE_KEYS = ("name", "arch", "module")
+# model-config keys that are not LightningModule arguments (the convolution options belong to the architecture;
+# one that does not take them ignores conv=normal and refuses anything else, see models.registry.spec_from_config)
+_NON_MODULE_KEYS = ("name", "arch", "module", "conv", "conv_scope", "recycle")
 DEFAULT_DATAMODULE = "lightning_sr.data.SRDataModule"
 
 
@@ -51,7 +52,9 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
         arch = cfg.model.get("arch", "srresnet")
         require(arch in ARCHS, f"model.arch={arch!r} is unknown; use one of {', '.join(sorted(ARCHS))}")
         # building the generator runs the architecture's own argument checks (cheap: no data involved)
-        build_generator(generator_spec(cfg))
+        spec = generator_spec(cfg)
+        gen = build_generator(spec)
+        check_recycled(gen, spec)
         # a LightningModule may check its own arguments here too (static ``check_config(model_cfg)``)
         from lightning_sr.modules import MODULES
 
@@ -71,6 +74,18 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
                 "trainer=ddp_cpu or trainer.sync_batchnorm=false")
     tile = cfg.get("val", {}).get("tile", 0) or 0
     require(tile >= 0, f"val.tile={tile} is impossible; use 0 (whole images) or a positive LR tile size")
+
+
+def check_recycled(gen, spec: dict[str, Any]) -> None:
+    """``model.conv=recycle`` must recycle at least one layer (e.g. not conv_scope=residual in a network without
+    residual blocks)."""
+    from lightning_sr.models.recycle import KIND, recycled_layers
+
+    if spec.get("conv") == KIND:
+        require(bool(recycled_layers(gen)),
+                f"model.conv=recycle recycles no layer of model.arch={spec.get('arch')!r} with "
+                f"model.conv_scope={spec.get('conv_scope', 'residual')} (no 3x3-or-larger convolution in scope); use "
+                f"model.conv_scope=all")
 
 
 def check_init_from(cfg: DictConfig) -> None:

@@ -93,7 +93,7 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
     if any(exits.values()):
         out["exits"] = exits
     out["bicubic"] = module.bicubic_results
-    cost = cost_from_config(module.generator, cfg.get("cost"))
+    cost = cost_from_config(module.generator, getattr(module, "cost_cfg", None) or cfg.get("cost"))  # module's own
     out["cost"] = cost
     out["params"] = cost["params"]
     out["generator"] = dict(module.generator_spec)
@@ -255,7 +255,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_metrics(run_dir, metrics, module.val_records, getattr(module, "records_file", "per_image.csv"))
     finish_loggers(loggers, metrics)  # cost + final metrics to every logger's summary; closes the W&B run
     end_process_group()
-    log.info("metrics: %s", json.dumps({k: metrics.get(k) for k in ("psnr", "ssim", "lpips", "params") if k in metrics}))
+    log.info("metrics: %s", json.dumps({k: metrics.get(k) for k in ("psnr", "ssim", "lpips", "accuracy", "params") if k in metrics}))
     return metrics
 
 

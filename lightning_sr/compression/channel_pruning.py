@@ -45,6 +45,7 @@ from lightning_sr.compression.common import (
 )
 from lightning_sr.errors import require
 from lightning_sr.models import conv_layers, is_conv, is_multi_output, named_outputs
+from lightning_sr.models.recycle import require_plain_convs
 
 IMPORTANCES = ("l1", "l2", "taylor")
 UPSAMPLER_MODES = ("group", "ignore")
@@ -181,6 +182,7 @@ class ChannelPlan:
 
     def __init__(self, gen: nn.Module, ratio: float, importance: str = "l2", global_pruning: bool = False,
                  protect: Sequence[str] | None = None, upsampler: str = "group", round_to: int | None = None):
+        require_plain_convs(gen, KEY)  # Torch-Pruning knows nn.Conv2d only (recycled convs: materialise first)
         self.gen, self.ratio, self.importance, self.round_to = gen, float(ratio), importance, round_to
         protect = list(protect) if protect is not None else default_protect(gen)
         shuffle_convs = pixel_shuffle_convs(gen)
@@ -256,6 +258,7 @@ def prune_out_channels(gen: nn.Module, name: str, idxs: Sequence[int]) -> None:
     """
     mod = gen.get_submodule(name)
     require(is_conv(mod), f"{name} is a {type(mod).__name__}, not a convolution")
+    require_plain_convs(gen, KEY)
     for _, st, cons in upsampler_stages(gen):
         if st[0] is mod:
             prune_pixel_shuffle_stage(st, cons, idxs)

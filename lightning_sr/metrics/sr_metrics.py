@@ -22,7 +22,8 @@ import torch.nn.functional as F
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
 # which direction is better, per metric (checkpoint monitors, W&B summaries, Pareto fronts)
-METRIC_MODES = {"psnr": "max", "ssim": "max", "lpips": "min", "tof": "min", "tlp": "min"}
+# (accuracy: top-1 in percent, of the classification task, model.module=classify)
+METRIC_MODES = {"psnr": "max", "ssim": "max", "lpips": "min", "tof": "min", "tlp": "min", "accuracy": "max"}
 
 
 def rgb_to_y(img255: torch.Tensor) -> torch.Tensor:

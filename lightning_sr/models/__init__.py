@@ -5,10 +5,12 @@ Importing this package imports every architecture module, which registers itself
 
 from lightning_sr.models import bicubic as _bicubic  # noqa: F401  (registers "bicubic")
 from lightning_sr.models.blocks import ResidualBlock, Upsampler
+from lightning_sr.models.classify import LeNet5, ResNet18
 from lightning_sr.models.conv import conv_layers, is_conv, make_conv, register_conv
 from lightning_sr.models.discriminator import VGGDiscriminator
 from lightning_sr.models.multi_exit import MultiExitSRResNet
 from lightning_sr.models.outputs import MAIN, MultiOutput, is_multi_output, named_outputs, output_names
+from lightning_sr.models.recycle import RecycleConv2d, materialize, materialize_spec, recycled_layers
 from lightning_sr.models.registry import (
     ARCHS,
     adapt_to_state_dict,
@@ -24,7 +26,7 @@ from lightning_sr.models.video import FRNet, backward_warp
 from lightning_sr.models.video_discriminator import SpatioTemporalDiscriminator
 
 __all__ = [
-    "FRNet", "SpatioTemporalDiscriminator", "backward_warp", "ARCHS", "MAIN", "MultiExitSRResNet", "MultiOutput", "ResidualBlock", "SRResNet", "Upsampler", "VGGDiscriminator",
+    "FRNet", "LeNet5", "ResNet18", "RecycleConv2d", "materialize", "materialize_spec", "recycled_layers", "SpatioTemporalDiscriminator", "backward_warp", "ARCHS", "MAIN", "MultiExitSRResNet", "MultiOutput", "ResidualBlock", "SRResNet", "Upsampler", "VGGDiscriminator",
     "adapt_to_state_dict", "arch_keys", "build_generator", "conv_layers", "is_conv", "is_multi_output",
     "load_generator_state", "make_conv", "named_outputs", "output_names", "register", "register_conv",
     "spec_from_config", "tiled_forward",

@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models.conv import make_conv
+from lightning_sr.models.conv import conv_kwargs, make_conv
 
 SCALES = (2, 3, 4, 8)
 NORMS = ("batch", "none")
@@ -32,12 +32,12 @@ class ResidualBlock(nn.Module):
     """conv-norm-act-conv-norm + identity (SRGAN); with norm='none' it is BasicSR's ResidualBlockNoBN."""
 
     def __init__(self, channels: int, norm: str = "batch", act: str = "prelu", res_scale: float = 1.0,
-                 conv: str = "normal"):
+                 conv: str | dict = "normal"):
         super().__init__()
-        self.conv1 = make_conv(channels, channels, 3, kind=conv)
+        self.conv1 = make_conv(channels, channels, 3, **conv_kwargs(conv))
         self.norm1 = make_norm(norm, channels)
         self.act = make_act(act, channels)
-        self.conv2 = make_conv(channels, channels, 3, kind=conv)
+        self.conv2 = make_conv(channels, channels, 3, **conv_kwargs(conv))
         self.norm2 = make_norm(norm, channels)
         self.res_scale = res_scale
 
@@ -55,10 +55,10 @@ class Upsampler(nn.Sequential):
     convolution that feeds a PixelShuffle (its output channels go in groups of r^2).
     """
 
-    def __init__(self, scale: int, channels: int, act: str = "prelu", conv: str = "normal"):
+    def __init__(self, scale: int, channels: int, act: str = "prelu", conv: str | dict = "normal"):
         require(scale in SCALES, f"scale={scale} is not supported; use one of {', '.join(map(str, SCALES))}")
         factors = [3] if scale == 3 else [2] * int(math.log2(scale))
-        stages = [nn.Sequential(make_conv(channels, channels * f * f, 3, kind=conv), nn.PixelShuffle(f),
+        stages = [nn.Sequential(make_conv(channels, channels * f * f, 3, **conv_kwargs(conv)), nn.PixelShuffle(f),
                                 make_act(act, channels)) for f in factors]
         super().__init__(*stages)
         self.scale = scale

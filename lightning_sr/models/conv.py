@@ -9,13 +9,14 @@ and export code recognise layers through :func:`is_conv` / :func:`conv_layers`, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from torch import nn
 
 from lightning_sr.errors import require
 
-# kind -> factory(in_channels, out_channels, kernel_size, stride, padding, bias) -> module
+# kind -> factory(in_channels, out_channels, kernel_size, stride, padding, bias, **options) -> module
 CONV_KINDS: dict[str, Callable[..., nn.Module]] = {"normal": nn.Conv2d}
 # every module type that is a convolution (subclasses included)
 CONV_TYPES: tuple[type, ...] = (nn.Conv2d, nn.ConvTranspose2d)
@@ -31,11 +32,20 @@ def register_conv(kind: str, factory: Callable[..., nn.Module], module_type: typ
 
 
 def make_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int | None = None,
-              bias: bool = True, kind: str = "normal") -> nn.Module:
-    """A ``kernel_size`` convolution ('same' padding unless given) of the requested ``kind``."""
+              bias: bool = True, kind: str = "normal", **options: Any) -> nn.Module:
+    """A ``kernel_size`` convolution ('same' padding unless given) of the requested ``kind``; ``options`` go to
+    that kind's factory (e.g. ``order``/``bias_mode`` of ``recycle``)."""
     require(kind in CONV_KINDS, f"model.conv={kind!r} is not supported; use one of {', '.join(CONV_KINDS)}")
     pad = kernel_size // 2 if padding is None else padding
-    return CONV_KINDS[kind](in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=bias)
+    return CONV_KINDS[kind](in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=bias, **options)
+
+
+def conv_kwargs(conv: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """What architectures pass around as their ``conv`` argument, as :func:`make_conv` keyword arguments:
+    a kind (``"recycle"``) or a mapping ``{"kind": "recycle", **options}``."""
+    if conv is None:
+        return {"kind": "normal"}
+    return {"kind": conv} if isinstance(conv, str) else {"kind": "normal", **dict(conv)}
 
 
 def is_conv(module: nn.Module) -> bool:

@@ -26,7 +26,7 @@ from torch import nn
 from lightning_sr.errors import require
 from lightning_sr.models.outputs import MAIN, MultiOutput
 from lightning_sr.models.registry import build_generator, load_generator_state, register
-from lightning_sr.models.srresnet import SRResNet, validate_srresnet_args
+from lightning_sr.models.srresnet import SRResNet, srresnet_convs, validate_srresnet_args
 
 
 def exit_name(k: int) -> str:
@@ -64,27 +64,33 @@ class ExitHead(nn.Module):
         return {"body_tail": self.body_tail, "upsampler": self.upsampler, "tail": self.tail}
 
 
-@register("multi_exit", keys=("res_blocks", "exits", "channels", "scale", "norm", "act", "skip", "res_scale"))
+@register("multi_exit", keys=("res_blocks", "exits", "channels", "scale", "norm", "act", "skip", "res_scale", "conv",
+                              "conv_scope", "recycle"))
 class MultiExitSRResNet(MultiOutput, SRResNet):
     """SRResNet-``res_blocks`` with an SRResNet head (exit) after each block index in ``exits``."""
 
     def __init__(self, res_blocks: int = 32, exits: list[int] | tuple[int, ...] = (8,), channels: int = 64,
                  scale: int = 4, norm: str = "batch", act: str = "prelu", skip: str = "none",
-                 in_channels: int = 3, res_scale: float = 1.0):
+                 in_channels: int = 3, res_scale: float = 1.0, conv: str = "normal", conv_scope: str = "residual",
+                 recycle: dict | None = None):
         # checks first: nothing is built for an impossible configuration
         validate_srresnet_args(res_blocks, channels, scale, norm, skip)
         exits = validate_exits(res_blocks, exits)
-        super().__init__(res_blocks, channels, scale, norm, act, skip, in_channels, res_scale)
+        srresnet_convs(conv, conv_scope, recycle, res_blocks, channels)
+        convs = dict(conv=conv, conv_scope=conv_scope, recycle=recycle)
+        super().__init__(res_blocks, channels, scale, norm, act, skip, in_channels, res_scale, **convs)
         self.res_blocks, self.exits = res_blocks, exits
         # the arguments of the SRResNet that each exit is (see exit_spec)
         self._srresnet_args = dict(channels=channels, scale=scale, norm=norm, act=act, skip=skip,
                                    res_scale=res_scale)
         if in_channels != 3:
             self._srresnet_args["in_channels"] = in_channels
+        if conv != "normal":  # an exit of a recycled model is a recycled SRResNet (plain specs stay as they were)
+            self._srresnet_args.update(conv=conv, conv_scope=conv_scope, recycle=recycle)
         heads = {}
         for k in exits:
             # the same constructor as every SRResNet's own end (no copied layer code)
-            donor = SRResNet(0, channels, scale, norm, act, skip, in_channels, res_scale)
+            donor = SRResNet(0, channels, scale, norm, act, skip, in_channels, res_scale, **convs)
             heads[exit_name(k)] = ExitHead(donor.body_tail, donor.upsampler, donor.tail)
         self.exit_heads = nn.ModuleDict(heads)
 

@@ -44,6 +44,11 @@ def spec_from_config(model_cfg: Mapping[str, Any], scale: int) -> dict[str, Any]
     arch = model_cfg.get("arch", "srresnet")
     if arch not in ARCHS:
         raise ConfigError(f"model.arch={arch!r} is unknown; use one of {', '.join(sorted(ARCHS))}")
+    conv = model_cfg.get("conv")
+    if conv not in (None, "normal") and "conv" not in arch_keys(arch):
+        able = sorted(a for a in ARCHS if "conv" in arch_keys(a))
+        raise ConfigError(f"model.conv={conv} is not supported by model.arch={arch!r} (it has no convolution option); "
+                          f"use model.conv=normal or one of the architectures {', '.join(able)}")
     spec: dict[str, Any] = {"arch": arch}
     for k in arch_keys(arch):
         if k == "scale":
@@ -51,6 +56,9 @@ def spec_from_config(model_cfg: Mapping[str, Any], scale: int) -> dict[str, Any]
         elif k in model_cfg and model_cfg[k] is not None:
             v = model_cfg[k]
             spec[k] = list(v) if isinstance(v, (list, tuple)) or hasattr(v, "_iter_ex") else v
+    if spec.get("conv", "normal") == "normal":  # ordinary convolutions: the spec stays as it always was
+        for k in ("conv", "conv_scope", "recycle"):
+            spec.pop(k, None)
     return spec
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from lightning_sr.errors import require
 from lightning_sr.models.blocks import SCALES, ResidualBlock, Upsampler, make_act, make_norm
 from lightning_sr.models.conv import conv_layers, make_conv
+from lightning_sr.models.recycle import check_scope, check_width, conv_choice
 from lightning_sr.models.registry import register
 from lightning_sr.ops.imresize import bicubic_upscale
 
@@ -37,17 +38,35 @@ def validate_srresnet_args(res_blocks: int, channels: int, scale: int, norm: str
     make_norm(norm, 1)
 
 
-@register("srresnet", keys=("res_blocks", "channels", "scale", "norm", "act", "skip", "res_scale"))
+def srresnet_convs(conv: str, conv_scope: str, recycle, res_blocks: int, channels: int) -> tuple[dict, dict]:
+    """``model.conv`` of an SRResNet-shaped model as (residual blocks' conv, body_tail/upsampler conv): with
+    ``conv_scope=residual`` only the blocks use it, with ``all`` every convolution but the 9x9 head and tail.
+    A recycled layer of a width not divisible by 4 is one line naming it (before anything is built)."""
+    blocks = conv_choice(conv, recycle)
+    check_scope(conv_scope)
+    first = "body.0.conv1" if res_blocks > 0 else "body_tail.0" if conv_scope == "all" else None
+    if first:
+        check_width(conv, first, channels)
+    return blocks, blocks if conv_scope == "all" else {"kind": "normal"}
+
+
+SRRESNET_KEYS = ("res_blocks", "channels", "scale", "norm", "act", "skip", "res_scale", "conv", "conv_scope", "recycle")
+
+
+@register("srresnet", keys=SRRESNET_KEYS)
 class SRResNet(nn.Module):
     def __init__(self, res_blocks: int = 16, channels: int = 64, scale: int = 4, norm: str = "batch",
-                 act: str = "prelu", skip: str = "none", in_channels: int = 3, res_scale: float = 1.0):
+                 act: str = "prelu", skip: str = "none", in_channels: int = 3, res_scale: float = 1.0,
+                 conv: str = "normal", conv_scope: str = "residual", recycle: dict | None = None):
         super().__init__()
         validate_srresnet_args(res_blocks, channels, scale, norm, skip)
+        block_conv, inner_conv = srresnet_convs(conv, conv_scope, recycle, res_blocks, channels)
         self.scale, self.skip = scale, skip
         self.head = nn.Sequential(make_conv(in_channels, channels, 9), make_act(act, channels))
-        self.body = nn.ModuleList(ResidualBlock(channels, norm, act, res_scale) for _ in range(res_blocks))
-        self.body_tail = nn.Sequential(make_conv(channels, channels, 3), make_norm(norm, channels))
-        self.upsampler = Upsampler(scale, channels, act)
+        self.body = nn.ModuleList(ResidualBlock(channels, norm, act, res_scale, conv=block_conv)
+                                  for _ in range(res_blocks))
+        self.body_tail = nn.Sequential(make_conv(channels, channels, 3, **inner_conv), make_norm(norm, channels))
+        self.upsampler = Upsampler(scale, channels, act, conv=inner_conv)
         self.tail = make_conv(channels, in_channels, 9)
         self.init_weights()
 
@@ -55,8 +74,8 @@ class SRResNet(nn.Module):
         """BasicSR's MSRResNet initialisation: Kaiming-normal convolutions scaled by 0.1 (the trunk starts close
         to identity, which trains much faster than PyTorch's default), zero biases. With a global skip the output
         convolution starts at zero, so training starts exactly at the upscaled input."""
-        for _, m in conv_layers(self):
-            if isinstance(m, nn.Conv2d):
+        for _, m in conv_layers(self):  # ordinary and recycled convolutions (a recycled one: its stored quarter)
+            if getattr(m, "weight", None) is not None:
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
                 m.weight.data.mul_(0.1)
                 if m.bias is not None:

@@ -16,6 +16,9 @@
 * ``forward(lr)`` is one recurrent step on a single frame (previous frame = itself, zero previous output): the
   per-frame cost that ``cost.model_cost`` measures, FNet included.
 
+``model.conv=recycle`` (Weight Recycle, :mod:`lightning_sr.models.recycle`) recycles the residual blocks'
+convolutions (SRNet's other convolutions between head and tail are transposed ones, which stay ordinary).
+
 Block pruning acts on ``srnet.body`` (``blocks_owner``); channel pruning leaves FNet and the SRNet
 head and tail alone by default (``default_protect``).
 """
@@ -31,7 +34,8 @@ from torch import nn
 
 from lightning_sr.errors import require
 from lightning_sr.models.blocks import ResidualBlock
-from lightning_sr.models.conv import make_conv
+from lightning_sr.models.conv import is_conv, make_conv
+from lightning_sr.models.recycle import check_width, conv_choice
 from lightning_sr.models.registry import register
 from lightning_sr.ops.imresize import bicubic_upscale
 
@@ -84,11 +88,15 @@ class FNet(nn.Module):
 
 class SRNet(nn.Module):
     def __init__(self, res_blocks: int = 10, channels: int = 64, scale: int = 4, in_channels: int = 3,
-                 conv: str = "normal", skip_align: str = "corner"):
+                 conv: str = "normal", skip_align: str = "corner", recycle: dict | None = None):
         super().__init__()
+        block_conv = conv_choice(conv, recycle)  # model.conv: the residual blocks' convolutions
+        if res_blocks:
+            check_width(conv, "srnet.body.0.conv1", channels)
         self.scale, self.skip_align = scale, skip_align
         self.head = nn.Sequential(make_conv(in_channels * (scale * scale + 1), channels, 3), nn.ReLU(inplace=True))
-        self.body = nn.ModuleList(ResidualBlock(channels, "none", "relu", 1.0, conv=conv) for _ in range(res_blocks))
+        self.body = nn.ModuleList(ResidualBlock(channels, "none", "relu", 1.0, conv=block_conv)
+                                  for _ in range(res_blocks))
         ups: list[nn.Module] = []
         for _ in range(int(math.log2(scale))):
             ups += [nn.ConvTranspose2d(channels, channels, 3, 2, 1, output_padding=1), nn.ReLU(inplace=True)]
@@ -101,7 +109,7 @@ class SRNet(nn.Module):
         close to identity, BasicSR's practice), zero biases, and a zero output conv: training starts exactly at the
         bicubic upsampling. (Scaling the head and upsamplers by 0.1 as well lets their ReLUs die in the first steps.)"""
         for name, m in self.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            if is_conv(m):
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
                 if name.startswith("body."):
                     m.weight.data.mul_(0.1)
@@ -117,7 +125,7 @@ class SRNet(nn.Module):
         return self.tail(self.upsampler(feat)) + bicubic_upscale(lr, self.scale, self.skip_align)
 
 
-@register("frnet", keys=("res_blocks", "channels", "scale", "conv", "skip_align"))
+@register("frnet", keys=("res_blocks", "channels", "scale", "conv", "skip_align", "recycle"))
 class FRNet(nn.Module):
     """FNet + SRNet, frame-recurrent (see the module docstring)."""
 
@@ -126,7 +134,7 @@ class FRNet(nn.Module):
     in_channels = 3
 
     def __init__(self, res_blocks: int = 10, channels: int = 64, scale: int = 4, conv: str = "normal",
-                 skip_align: str = "corner"):
+                 skip_align: str = "corner", recycle: dict | None = None):
         super().__init__()
         from lightning_sr.ops.imresize import ALIGNS
 
@@ -138,7 +146,7 @@ class FRNet(nn.Module):
         require(isinstance(channels, int) and channels > 0, f"model.channels={channels} is impossible; use an integer > 0")
         self.scale, self.res_blocks = scale, res_blocks
         self.fnet = FNet()
-        self.srnet = SRNet(res_blocks, channels, scale, conv=conv, skip_align=skip_align)
+        self.srnet = SRNet(res_blocks, channels, scale, conv=conv, skip_align=skip_align, recycle=recycle)
 
     def step(self, lr_curr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:

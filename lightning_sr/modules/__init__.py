@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lightning_sr.errors import ConfigError
 from lightning_sr.modules.base import SRBaseModule, metric_key
+from lightning_sr.modules.classify import ClassifyModule
 from lightning_sr.modules.multi_exit import MultiExitModule
 from lightning_sr.modules.sr import SRModule
 from lightning_sr.modules.srgan import SRGANModule
@@ -24,6 +25,9 @@ def register_module(name: str, cls: type[SRBaseModule], eval_for: tuple[str, ...
         EVAL_MODULES[arch] = cls
 
 
+register_module("classify", ClassifyModule, eval_for=("lenet5", "resnet18"))
+
+
 def eval_module_class(spec: dict, datamodule=None) -> type[SRBaseModule]:
     """The LightningModule class that evaluates a generator of this spec on this data (``evaluate.py``): the
     datamodule's ``eval_module`` when it names one (video clips: ``video``), else by architecture."""
@@ -39,5 +43,5 @@ def module_class(name: str) -> type[SRBaseModule]:
     return MODULES[name]
 
 
-__all__ = ["VideoSRModule", "EVAL_MODULES", "MODULES", "MultiExitModule", "eval_module_class", "SRBaseModule", "SRGANModule", "SRModule", "metric_key", "module_class",
+__all__ = ["ClassifyModule", "VideoSRModule", "EVAL_MODULES", "MODULES", "MultiExitModule", "eval_module_class", "SRBaseModule", "SRGANModule", "SRModule", "metric_key", "module_class",
            "register_module"]

@@ -30,7 +30,7 @@ def _fmt(col: str, v: Any) -> str:
         return _num(v, ",.0f")
     if last == "macs":
         return _num(float(v) / 1e9, ".3f") if v not in (None, "") else ""
-    if last == "psnr":
+    if last in ("psnr", "accuracy"):
         return _num(v, ".2f")
     if last in ("ssim", "lpips", "tof"):
         return _num(v, ".4f")
@@ -62,11 +62,20 @@ def _header(col: str, rep: SweepReport) -> str:
     last = parts[-1]
     names = {"params": "params", "params_trainable": "trainable params", "macs": "GMACs",
              "size_mb": "size (MB)", "latency_ms": "CPU latency (ms)", "psnr": "PSNR", "ssim": "SSIM",
-             "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100", "train_time_s": "train time", "job": "job", "source": "source", "status": "status"}
+             "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100", "train_time_s": "train time", "job": "job", "source": "source", "status": "status",
+             "accuracy": "accuracy (%)", "label": "published row"}
     if col in rep.keys:
         return col
+    if recycled(rep):  # Weight Recycle: fewer stored parameters, the same multiply-accumulates
+        names.update(params="params (stored)", macs="GMACs (real, unchanged by recycling)")
     base = names.get(last, last)
     return " ".join([*parts[:-1], base]) if len(parts) > 1 else base
+
+
+def recycled(rep: SweepReport) -> bool:
+    """Does any finished job use recycled convolutions (``model.conv=recycle``)?"""
+    return any((j.metrics.get("generator") or {}).get("conv") == "recycle" for j in rep.jobs
+               if j.metrics and j.status == "finished")
 
 
 def md_columns(rep: SweepReport) -> list[str]:
@@ -89,6 +98,8 @@ def md_columns(rep: SweepReport) -> list[str]:
     cols += [f"{s}/{e}/{m}" for s in sets for e in exits for m in METRICS]
     cols += ["teacher/params", "teacher/psnr"]  # distillation: the teacher beside the student
     cols.append("train_time_s")
+    if rep.published is not None:  # the paper's row names (also of published rows this sweep did not run)
+        cols.append("label")
     return [c for c in cols if c in (*rep.keys, "job", "source", "status") or any(c in r for r in rep.rows)]
 
 
@@ -132,7 +143,7 @@ def write_markdown(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path
             v = r.get(c, "")
             if c == "source" and v == PUBLISHED:
                 v = "**published**"
-            elif c not in (*rep.keys, "job", "source", "status", "exit"):
+            elif c not in (*rep.keys, "job", "source", "status", "exit", "label"):
                 v = _fmt(c, v)
             cells.append(_md_escape(str(v)))
         lines.append("| " + " | ".join(cells) + " |")
@@ -146,6 +157,11 @@ def write_markdown(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path
         if c.get("latency_threads"):
             note += f"; CPU latency: median batch-1 forward, {c['latency_threads']} torch threads"
         lines += ["", note + ". PSNR/SSIM on the Y channel, border of `scale` pixels cropped."]
+        if recycled(rep):
+            lines += ["", "Weight Recycle (`model.conv=recycle`): params are the parameters stored (a recycled "
+                          "convolution keeps 1/4 of its filters and computes the other 3/4 as their rotations); GMACs "
+                          "are the real multiply-accumulates, which recycling does not reduce, and latency includes "
+                          "rebuilding the full weights at every forward pass."]
     bad = [j for j in rep.jobs if j.status != "finished"]
     if bad:
         lines += ["", "## Jobs that did not finish", ""]
@@ -155,7 +171,8 @@ def write_markdown(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path
     if plots:
         lines += ["", "## Plots", ""]
         for key, p in plots.items():
-            lines.append(f"![PSNR vs {key}]({p.name})")
+            what = "PSNR" if p.name.startswith("psnr") else p.name.split("_vs_")[0]
+            lines.append(f"![{what} vs {key}]({p.name})")
         lines += ["", "Filled circles: measured (each exit of a multi-exit job is its own point); "
                       "the line marks the Pareto front (no other run is both cheaper and better). "
                       "Hollow squares: published numbers (only when they are on the sets measured here)."]

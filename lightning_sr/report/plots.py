@@ -1,4 +1,5 @@
-"""PSNR-vs-cost plots of a sweep with the Pareto front (``psnr_vs_params.png``, ``psnr_vs_macs.png``)."""
+"""PSNR-vs-cost plots of a sweep with the Pareto front (``psnr_vs_params.png``, ``psnr_vs_macs.png``); a
+classification sweep (no PSNR) plots its accuracy instead (``accuracy_vs_params.png``...)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,19 @@ def _short(rep: SweepReport, row: dict[str, Any]) -> str:
     return ",".join(parts) or f"job {row.get('job')}"
 
 
-def plot_points(rep: SweepReport) -> list[dict[str, Any]]:
-    """Points for the plots: {label, params, macs, psnr, kind} for every finished job and exit, and the
-    published rows that report PSNR on every set measured here."""
+QUALITY = ("psnr", "accuracy")  # the y axis: the first of these that the sweep measured
+
+
+def quality_metric(rep: SweepReport) -> str:
+    for m in QUALITY:
+        if any(f"{s}/{m}" in r for r in rep.rows for s in rep.sets):
+            return m
+    return QUALITY[0]
+
+
+def plot_points(rep: SweepReport, metric: str = "psnr") -> list[dict[str, Any]]:
+    """Points for the plots: {label, params, macs, <metric>, kind} for every finished job and exit, and the
+    published rows that report the metric (PSNR by default) on every set measured here."""
     pts: list[dict[str, Any]] = []
     sets = rep.sets
     if not sets:
@@ -42,15 +53,15 @@ def plot_points(rep: SweepReport) -> list[dict[str, Any]]:
         if kind == MEASURED:
             outputs += [(f"{e}/", e) for e in rep.exits]
         for pre, ex in outputs:
-            y = _mean([r.get(f"{s}/{pre}psnr") for s in sets])
+            y = _mean([r.get(f"{s}/{pre}{metric}") for s in sets])
             if y is None and pre and kind == PUBLISHED:  # the deepest exit, shown as the main output
-                y = _mean([r.get(f"{s}/psnr") for s in sets])
+                y = _mean([r.get(f"{s}/{metric}") for s in sets])
             cost_pre = pre if pre and f"{pre}params" in r else ""
             if y is None:
                 continue
             label = _short(rep, r) + (f":{ex}" if ex else "")
             pts.append({"label": label, "params": r.get(f"{cost_pre}params"), "macs": r.get(f"{cost_pre}macs"),
-                        "psnr": y, "kind": kind})
+                        metric: y, "kind": kind})
     return pts
 
 
@@ -71,7 +82,9 @@ def plot(rep: SweepReport, out_dir: Path) -> dict[str, Path]:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
 
-    pts = plot_points(rep)
+    metric = quality_metric(rep)
+    pts = plot_points(rep, metric)
+    ylabel = {"psnr": "PSNR (dB)", "accuracy": "top-1 accuracy (%)"}[metric]
     sets_txt = rep.sets[0] if len(rep.sets) == 1 else "mean over " + ", ".join(rep.sets)
     written: dict[str, Path] = {}
     for key, fname in PLOTS.items():
@@ -80,7 +93,7 @@ def plot(rep: SweepReport, out_dir: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
         scale = 1.0
         if meas:
-            xy = [(float(p[key]) / scale, float(p["psnr"])) for p in meas]
+            xy = [(float(p[key]) / scale, float(p[metric])) for p in meas]
             front = pareto_front(xy)
             ax.scatter([x for x, _ in xy], [y for _, y in xy], s=28, color="tab:blue", zorder=3, label="measured")
             fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
@@ -89,7 +102,7 @@ def plot(rep: SweepReport, out_dir: Path) -> dict[str, Path]:
             for (x, y), p in zip(xy, meas, strict=True):
                 ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if pub:
-            xy = [(float(p[key]) / scale, float(p["psnr"])) for p in pub]
+            xy = [(float(p[key]) / scale, float(p[metric])) for p in pub]
             src = rep.published.source if rep.published else "paper"
             ax.scatter([x for x, _ in xy], [y for _, y in xy], marker="s", s=36, facecolors="none",
                        edgecolors="tab:green", zorder=3, label=f"published ({src})")
@@ -97,7 +110,7 @@ def plot(rep: SweepReport, out_dir: Path) -> dict[str, Path]:
                 ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
                             color="tab:green")
         if not meas and not pub:
-            ax.text(0.5, 0.5, "no finished job with PSNR and cost yet", ha="center", va="center",
+            ax.text(0.5, 0.5, f"no finished job with {metric} and cost yet", ha="center", va="center",
                     transform=ax.transAxes)
         xs = [float(p[key]) for p in meas + pub]
         if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
@@ -111,15 +124,15 @@ def plot(rep: SweepReport, out_dir: Path) -> dict[str, Path]:
             if mi:
                 unit += f" ({mi} LR input)"
         ax.set_xlabel(unit)
-        ax.set_ylabel(f"PSNR (dB), {sets_txt}")
-        ax.set_title(f"{rep.name or rep.sweep_dir.name}: PSNR vs {'MACs' if key == 'macs' else 'parameters'}",
-                     fontsize=10)
+        ax.set_ylabel(f"{ylabel}, {sets_txt}")
+        ax.set_title(f"{rep.name or rep.sweep_dir.name}: {ylabel.split(' (')[0]} vs "
+                     f"{'MACs' if key == 'macs' else 'parameters'}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.margins(x=0.12, y=0.12)
         if meas or pub:
             ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
-        path = out_dir / fname
+        path = out_dir / (fname if metric == "psnr" else fname.replace("psnr", metric))
         fig.savefig(path)
         plt.close(fig)
         written[key] = path
