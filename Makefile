@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint bench clean install
+.PHONY: demo test test-long test-fast lint bench clean install
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,9 +25,13 @@ demo: $(STAMP)  ## train the embedded default end to end (CPU ok, about 4 minute
 # Two phases: everything but the timed end-to-end defaults on 2 workers (pytest-xdist), then the timed defaults
 # alone (they measure a user's wall time on all cores: nothing else may run beside them). Exit status 5 = "no test
 # selected" (PYTEST_ARGS picked tests of one phase only) is not a failure.
-test: $(STAMP)  ## the test suite (slow tests included; under 12 minutes on 2 CPU cores)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not solo" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/python -m pytest -q -m solo $(PYTEST_ARGS) || [ $$? -eq 5 ]
+test: $(STAMP)  ## the test suite (slow tests included, long ones not; under 12 minutes on 2 CPU cores)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not solo and not long" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m "solo and not long" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-long: $(STAMP)  ## make test, then the multi-minute timed runs behind documented figures (e.g. the video default)
+	$(MAKE) test
+	$(BIN)/python -m pytest -q -m long $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow and not solo" $(PYTEST_ARGS)

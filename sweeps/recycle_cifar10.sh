@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR="${SWEEP_DIR:-outputs/recycle_cifar10/multiruns/$(date +%Y-%m-%d_%H-%M-%S)}"
 PY="${PYTHON:-python}"
+[[ -x .venv/bin/python && -z "${PYTHON:-}" ]] && PY=.venv/bin/python
 "$PY" train.py -m experiment=recycle_cifar10 model=lenet5 model.optim.lr=1e-3,8e-4 \
   hydra.sweep.dir="$DIR" 'hydra.sweep.subdir=lenet5_${hydra.job.num}' "$@"
 "$PY" train.py -m experiment=recycle_cifar10 model=resnet18 model.optim.lr=1e-3,5e-4,1e-4 \

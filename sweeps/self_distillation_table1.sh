@@ -11,5 +11,7 @@
 # into outputs/self_distillation_table1/multiruns/<time>/ when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train.py -m experiment=self_distillation_baseline,self_distillation \
+PY=${PYTHON:-python}
+[[ -x .venv/bin/python && -z "${PYTHON:-}" ]] && PY=.venv/bin/python
+exec "$PY" train.py -m experiment=self_distillation_baseline,self_distillation \
   name=self_distillation_table1 "$@"

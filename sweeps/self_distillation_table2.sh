@@ -11,4 +11,6 @@
 # into outputs/self_distillation_teachers/multiruns/<time>/ when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train.py -m experiment=self_distillation_teachers "$@"
+PY=${PYTHON:-python}
+[[ -x .venv/bin/python && -z "${PYTHON:-}" ]] && PY=.venv/bin/python
+exec "$PY" train.py -m experiment=self_distillation_teachers "$@"

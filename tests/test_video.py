@@ -320,6 +320,7 @@ def test_tecogan_under_ddp_equals_a_single_process(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.solo  # timed: nothing else may run beside it
+@pytest.mark.long  # 4 minutes: `make test-long` (the README figure); make test covers the path with test_frvsr_trains_*
 def test_python_train_py_frvsr_embedded_video_beats_bicubic_within_five_minutes(tmp_path):
     import os
     import time
