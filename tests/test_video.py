@@ -359,7 +359,6 @@ def test_augmented_training_clips_stay_aligned_with_their_lr():
 def test_the_recurrent_generator_learns_a_batch():
     """Gradients reach every part (no dead ReLUs from the initialisation): a batch is fitted quickly."""
     from lightning_sr.losses import charbonnier_loss
-
     from lightning_sr.ops.imresize import bicubic_upscale
 
     torch.manual_seed(0)
