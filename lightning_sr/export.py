@@ -20,6 +20,7 @@ output, or ``exit=K``), bicubic, the frame-recurrent video model):
 * the video model (FRNet) exports its recurrent step: inputs ``lr_curr``, ``lr_prev`` (N, 3, H, W) and ``hr_prev``
   (N, 3, sH, sW) -> ``hr`` (N, 3, sH, sW). Run it frame by frame: the first frame with ``lr_prev = lr_curr`` and
   ``hr_prev`` = zeros, every later one with the previous LR frame and the previous output;
+  (not as ``exported_program``: ``torch.export`` guards its step on H, W mod 8, refused with one line);
 * ``onnx``: ``torch.onnx.export(dynamo=True)`` at opset 18 (``opset=``); ``torchscript``: ``torch.jit.trace``
   (shapes stay symbolic; checked at sizes other than the traced one); ``exported_program``: ``torch.export`` with
   dynamic dimensions, ``torch.export.save`` (a ``.pt2`` that ``lsr-upscale`` also reads);
@@ -313,6 +314,9 @@ def export_format(ckpt_path: str | Path, fmt: str, out: str | Path | None = None
         return {"out": out, "format": fmt, "errors": errors, "meta": meta, "spec": spec,
                 "seconds": round(time.perf_counter() - t0, 1)}
     model, spec, names = export_model(src, exit)
+    require(fmt != "exported_program" or len(names) == 1,
+            f"format=exported_program: torch.export specialises the video model's step on H, W mod 8 (FNet's "
+            f"padding), so the .pt2 would refuse other sizes; use format=onnx or format=torchscript for {src}")
     scale = int(spec["scale"])
     meta = export_meta(spec, names, fmt, src, opset)
     args = example_inputs(names, scale)
