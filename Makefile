@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-long test-fast lint bench clean install
+.PHONY: demo test test-long test-fast lint bench clean install browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_step.py
+
+browser:  ## headless Chromium for the report.html browser test (Debian/Ubuntu; needs root)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -73,3 +73,35 @@ def _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of) -> No
             {"status": "failed", "error": msg, "name": cfg.get("name"), "overrides": overrides_of()}, indent=2) + "\n")
     except Exception:  # never hide the original error
         pass
+
+
+# ----- key=value command lines (python -m lightning_sr.export / lsr-upscale) ------------------------------------
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_key_values(argv: list[str], keys: tuple[str, ...], required: tuple[str, ...], usage: str,
+                     doc: str = "") -> dict[str, str]:
+    """``key=value`` arguments (Hydra's style, without Hydra): unknown keys and missing required ones are one-line
+    ConfigErrors that show ``usage``; ``-h``/``--help`` prints ``usage`` and ``doc``."""
+    from lightning_sr.errors import require
+
+    args: dict[str, str] = {}
+    for a in argv:
+        key, sep, value = a.lstrip("-").partition("=")
+        if key in ("h", "help"):
+            raise SystemExit(f"{usage}\n{doc}")
+        require(sep == "=" and key in keys, f"unknown argument {a!r}; {usage}")
+        args[key] = value
+    for key in required:
+        require(bool(args.get(key)), f"{key}= is missing; {usage}")
+    return args
+
+
+def parse_bool(value: str | bool, key: str) -> bool:
+    from lightning_sr.errors import require
+
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    require(v in TRUE + FALSE, f"{key}={value!r} is not a boolean; use {key}=true or {key}=false")
+    return v in TRUE

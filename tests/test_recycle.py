@@ -100,6 +100,10 @@ def test_materialized_checkpoint_is_a_plain_network_with_the_same_output(tmp_pat
     with torch.no_grad():
         for a, b in zip(gen(x), plain.eval()(x), strict=True):  # every exit
             torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+    from lightning_sr.deploy import export_ready  # ONNX/TorchScript export materialises by itself
+
+    ready, ready_spec = export_ready(gen, spec)
+    assert not recycled_layers(ready) and ready_spec.get("conv") == "normal"
 
 
 # ----- bad input --------------------------------------------------------------------------------------------------

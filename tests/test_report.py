@@ -267,3 +267,110 @@ def test_acceptance_smoke_sweep_wandb_report(tmp_path):
     assert "already finished" in p.stdout + p.stderr
     assert done.stat().st_mtime_ns == before  # job 0 untouched
     assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "finished"
+
+
+# ----- report.html -------------------------------------------------------------------------------------------------
+def _sweep_with_samples(srgan_sweep: Path) -> Path:
+    """Job 0 gets two sample panels (LR | SR | HR): the page must show the newer one."""
+    import numpy as np
+
+    from lightning_sr.data.io import write_rgb
+
+    for step, value in ((2, 10), (4, 200)):
+        panel = np.full((40, 120, 3), value, np.uint8)
+        panel[:, 40:80] = (0, value, 0)  # the SR third is green
+        write_rgb(srgan_sweep / "0" / "samples" / "val" / f"step{step:07d}.png", panel)
+    return srgan_sweep
+
+
+def _parse_report(path: Path) -> dict:
+    from html.parser import HTMLParser
+
+    found: dict = {"rows": [], "imgs": [], "links": []}
+
+    class P(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "tr" and a.get("class", "").split()[:1] in (["measured"], ["published"], ["bicubic"]):
+                found["rows"].append((a["class"].split()[0], a.get("data-job")))
+            if tag == "img":
+                found["imgs"].append(a["src"])
+            if tag in ("link", "script") and (a.get("href") or a.get("src")):
+                found["links"].append(a.get("href") or a.get("src"))
+
+    P().feed(path.read_text())
+    return found
+
+
+def test_report_html_is_one_self_contained_page(srgan_sweep):
+    """One measured row per job, published rows marked, every image an inline PNG that decodes, nothing fetched;
+    the sample crop is LR | SR | HR of the newest panel."""
+    import base64
+
+    import cv2
+    import numpy as np
+
+    sweep = _sweep_with_samples(srgan_sweep)
+    assert main([str(sweep)]) == 0
+    page = _parse_report(sweep / "report.html")
+    assert [j for kind, j in page["rows"] if kind == "measured"] == ["0", "1", "2"]
+    assert any(kind == "published" for kind, _ in page["rows"])
+    assert page["links"] == []
+    assert len(page["imgs"]) == 3  # two plots + job 0's crop (jobs 1, 2: "no samples")
+    decoded = []
+    for src in page["imgs"]:
+        assert src.startswith("data:image/png;base64,")
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(src.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.size > 0
+        decoded.append(img[..., ::-1])
+    crop = decoded[-1]
+    assert crop.shape == (40, 120, 3)
+    assert (crop[:, :40] == 200).all() and (crop[:, 40:80] == (0, 200, 0)).all()  # newest panel, thirds kept
+
+
+CHROMIUM = next((c for c in ("chromium", "chromium-browser", "google-chrome") if __import__("shutil").which(c)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed: run `make browser` (apt-get install "
+                                              "chromium) to render report.html in a browser")
+def test_report_html_renders_in_headless_chromium(srgan_sweep, tmp_path):
+    """As a person reads it: Chromium renders the page (screenshot not blank); in its DOM, after the page's own
+    script ran, the table has one measured row per job and every image decoded (naturalWidth > 0). A probe script
+    is appended to a copy of the page; a click on the PSNR header sorts the rows."""
+    import cv2
+
+    sweep = _sweep_with_samples(srgan_sweep)
+    assert main([str(sweep)]) == 0
+    page = sweep / "report.html"
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images].map(i => i.complete ? i.naturalWidth : -1);
+  const jobs = [...document.querySelectorAll('#report tbody tr.measured')].map(r => r.dataset.job);
+  const ths = [...document.querySelectorAll('#report th')], col = ths.findIndex(h => h.textContent.trim().endsWith('PSNR'));
+  const psnr = () => [...document.querySelectorAll('#report tbody tr')].map(r => r.cells[col].dataset.v)
+                                                                      .filter(v => v).map(Number);
+  const before = psnr();
+  ths[col].click(); ths[col].click();
+  document.body.setAttribute('data-probe', JSON.stringify({imgs, jobs, before, after: psnr()}));
+});
+</script></body>"""))
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,900", page.as_uri()], capture_output=True,
+                   timeout=120, check=False)
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (900, 1280) and img.std() > 5, "blank or missing screenshot"
+    dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=False).stdout
+    import html as _html
+    import re
+
+    m = re.search(r'data-probe="([^"]*)"', dom)
+    assert m, dom[-2000:]
+    probe_out = json.loads(_html.unescape(m.group(1)))
+    assert probe_out["jobs"] == ["0", "1", "2"]
+    assert len(probe_out["imgs"]) == 3 and all(w > 0 for w in probe_out["imgs"]), probe_out
+    before, after = probe_out["before"], probe_out["after"]  # two clicks on PSNR: descending
+    assert sorted(before, reverse=True) == after and before != after, probe_out

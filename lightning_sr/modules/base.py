@@ -34,8 +34,9 @@ import torch.nn.functional as F
 
 from lightning_sr.checkpoint import ARCH_KEY, CONFIG_KEY, load_generator
 from lightning_sr.data.io import write_rgb
+from lightning_sr.inference import sr_outputs, to_uint8
 from lightning_sr.metrics import METRIC_MODES, EvalRecords, build_lpips, psnr, ssim
-from lightning_sr.models import build_generator, named_outputs, output_names, tiled_forward
+from lightning_sr.models import build_generator, named_outputs, output_names
 from lightning_sr.ops.imresize import bicubic_upscale
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ def metric_key(set_name: str, exit_name: str, metric: str, prefix: str = "val") 
     return "/".join(p for p in (prefix, set_name, exit_name, metric) if p)
 
 
-def _to_uint8(img: torch.Tensor) -> np.ndarray:
-    return (img.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+_to_uint8 = to_uint8  # the one 8-bit rounding (lightning_sr.inference), shared with lsr-upscale
 
 
 def _index(item: dict[str, Any]) -> int:
@@ -84,7 +84,7 @@ class SRBaseModule(L.LightningModule):
     def __init__(self, generator_spec: dict[str, Any], scale: int, optim: dict | None = None,
                  scheduler: dict | None = None, val: dict | None = None, metrics: dict | None = None,
                  cost: dict | None = None, init_from: str | None = None, channels_last: bool = False,
-                 **kwargs: Any):
+                 save_outputs: bool = False, **kwargs: Any):
         super().__init__()
         self.save_hyperparameters()
         self.scale = int(scale)
@@ -94,6 +94,7 @@ class SRBaseModule(L.LightningModule):
         self.metrics_cfg = dict(metrics or {})
         self.cost_cfg = dict(cost or {})
         self.channels_last = channels_last
+        self.save_outputs = bool(save_outputs)  # test/evaluate: write the SR images scored to <run>/outputs/
         if init_from:
             self.generator, spec = load_generator(init_from, expect_arch=generator_spec.get("arch"),
                                                   expect_scale=self.scale, what="model.init_from")
@@ -210,11 +211,8 @@ class SRBaseModule(L.LightningModule):
     def eval_outputs(self, lr: torch.Tensor, fn=None) -> dict[str, torch.Tensor]:
         """Every named output for an LR image, in fp32 with autocast off (bf16-mixed training validates exactly
         like ``evaluate.py``), whole or in ``val.tile`` tiles. ``fn``: another LR -> outputs function."""
-        fn = fn or self.predict_outputs
-        lr = self._prep(lr.float())
-        with torch.autocast(device_type=lr.device.type, enabled=False):
-            return tiled_forward(fn, lr, self.scale, int(self.val_cfg.get("tile", 0) or 0),
-                                 int(self.val_cfg.get("tile_overlap", 16)))
+        return sr_outputs(fn or self.predict_outputs, self._prep(lr.float()), self.scale,
+                          int(self.val_cfg.get("tile", 0) or 0), int(self.val_cfg.get("tile_overlap", 16)))
 
     def image_metrics(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         crop = int(self.metrics_cfg.get("crop_border", self.scale))
@@ -236,12 +234,23 @@ class SRBaseModule(L.LightningModule):
         hr = item["hr"].float().to(item["lr"].device)
         idx = _index(item)
         records = [{"exit": name, "index": idx, **self.image_metrics(sr, hr)} for name, sr in outs.items()]
+        if self.save_outputs and fn is None and "set" in item:
+            self._write_outputs(item, outs)
         shown: dict[str, np.ndarray] = {}
         if panels:
             up = F.interpolate(item["lr"].float(), scale_factor=self.scale, mode="nearest")
             for name, sr in outs.items():
                 shown["_" + name if name else ""] = _to_uint8(torch.cat([up[0], sr[0].float(), hr[0]], dim=-1))
         return records, shown
+
+    def _write_outputs(self, item: dict[str, Any], outs: dict[str, torch.Tensor]) -> None:
+        """``evaluate.py save_outputs=true``: the 8-bit SR images scored, ``<run>/outputs/<set>[_<exit>]/<image>.png``
+        (what ``lsr-upscale`` writes for the same LR image)."""
+        name = item.get("name", _index(item))
+        name = name[0] if isinstance(name, (list, tuple)) else name
+        root = Path(self.trainer.default_root_dir) / "outputs"
+        for out_name, sr in outs.items():
+            write_rgb(root / (item["set"] + (f"_{out_name}" if out_name else "")) / f"{name}.png", to_uint8(sr[0]))
 
     def dataset_item(self, ds, i: int) -> dict[str, Any]:
         """Item ``i`` of an evaluation dataset as its dataloader yields it (a batch of one image)."""
@@ -301,7 +310,7 @@ class SRBaseModule(L.LightningModule):
         names = self._stage_names(stage)
         set_name = names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
         want = _index(batch) == 0 and self.global_rank == 0 and not getattr(self.trainer, "sanity_checking", False)
-        records, panels = self.item_records(batch, panels=want)
+        records, panels = self.item_records({**batch, "set": set_name}, panels=want)
         all_sets, all_outputs = self._datamodule().eval_names, output_names(self.generator)
         for r in records:
             self.records.update(all_sets.index(set_name), all_outputs.index(r["exit"]), r["index"], r)

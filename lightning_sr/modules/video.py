@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from lightning_sr.data.io import write_rgb
 from lightning_sr.data.video import FRAME_INDEX
 from lightning_sr.errors import require
+from lightning_sr.inference import is_recurrent, stream_frames
 from lightning_sr.losses import CosineFeatureLoss, GANLoss, charbonnier_loss, pixel_loss
 from lightning_sr.metrics import METRIC_MODES, ClipScorer
 from lightning_sr.models import SpatioTemporalDiscriminator, backward_warp
-from lightning_sr.models.tiling import tiled_recurrent_step
 from lightning_sr.models.video import upscale_flow
 from lightning_sr.modules.base import SRBaseModule, _to_uint8, aggregate
 from lightning_sr.ops.imresize import bicubic_upscale
@@ -209,24 +209,13 @@ class VideoSRModule(SRBaseModule):
         return ds[i]
 
     def _stream(self, lr_frames, device, fn=None):
-        """SR frames (1, 3, H, W) of a clip, one at a time: recurrent generators keep their state between frames."""
+        """SR frames (1, 3, H, W) of a clip, one at a time (:func:`lightning_sr.inference.stream_frames`): recurrent
+        generators keep their state between frames; other generators (or ``fn``) go through ``eval_outputs``."""
         to = lambda f: f.float().div(255).unsqueeze(0).to(device)  # noqa: E731
         gen = self.generator
         tile, overlap = int(self.val_cfg.get("tile", 0) or 0), int(self.val_cfg.get("tile_overlap", 16))
-        with torch.autocast(device_type=torch.device(device).type, enabled=False):
-            if fn is None and hasattr(gen, "infer_sequence") and tile > 0:
-                states: dict = {}
-                prev = None
-                for f in lr_frames:
-                    cur = to(f)
-                    yield tiled_recurrent_step(gen.step, cur, cur if prev is None else prev, states, self.scale, tile,
-                                               overlap)
-                    prev = cur
-            elif fn is None and hasattr(gen, "infer_sequence"):
-                yield from gen.infer_sequence(to(f) for f in lr_frames)
-            else:
-                for f in lr_frames:
-                    yield self.eval_outputs(to(f), fn)[""]
+        image_fn = None if fn is None and is_recurrent(gen) else (lambda x: self.eval_outputs(x, fn)[""])
+        yield from stream_frames(gen, (to(f) for f in lr_frames), self.scale, tile, overlap, image_fn=image_fn)
 
     @torch.no_grad()
     def item_records(self, item: dict[str, Any], fn=None, panels: bool = False

@@ -8,6 +8,8 @@ writes into that folder
   exit, training time, status), the bicubic baseline, and the published numbers of the table the sweep
   reproduces as separate rows whose ``source`` is ``published``;
 * ``report.md``: the same table for reading, with the command, the published source and notes;
+* ``report.html``: the same on one self-contained page (sortable table, plots inlined, published rows marked,
+  per job an LR | SR | HR crop of its latest sample; :mod:`lightning_sr.report.html`);
 * ``psnr_vs_params.png`` and ``psnr_vs_macs.png``: every finished job (and every exit of a multi-exit
   job), the Pareto front (highest PSNR for its cost) marked, published points drawn apart.
 
@@ -27,6 +29,7 @@ from typing import Any
 
 from lightning_sr.report.collect import BICUBIC, MEASURED, PUBLISHED, SweepReport, collect
 from lightning_sr.report.csv_table import csv_columns, write_csv
+from lightning_sr.report.html import write_html
 from lightning_sr.report.markdown import md_columns, write_markdown
 from lightning_sr.report.plots import PLOTS, pareto_front, plot, plot_points
 
@@ -40,12 +43,13 @@ def build_report(sweep_dir: str | Path, published: str | None = None,
     paths = {"csv": write_csv(rep, out / "report.csv")}
     pngs = plot(rep, out) if plots else {}
     paths["md"] = write_markdown(rep, out / "report.md", pngs)
+    paths["html"] = write_html(rep, out / "report.html", pngs)
     paths.update({f"plot_{k}": v for k, v in pngs.items()})
     return rep, paths
 
 
 def make_report(sweep_dir: str | Path, published: str | None = None, plots: bool = True) -> dict[str, Path]:
-    """Write report.csv, report.md and the plots into ``sweep_dir``; return their paths."""
+    """Write report.csv, report.md, report.html and the plots into ``sweep_dir``; return their paths."""
     return build_report(sweep_dir, published, plots)[1]
 
 
@@ -98,4 +102,4 @@ class SweepReportCallback(_HydraCallback):
 
 __all__ = ["BICUBIC", "MEASURED", "PLOTS", "PUBLISHED", "SweepReport", "SweepReportCallback", "build_report",
            "collect", "csv_columns", "make_report", "md_columns", "pareto_front", "plot", "plot_points", "write_csv",
-           "write_markdown"]
+           "write_html", "write_markdown"]
