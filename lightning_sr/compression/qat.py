@@ -41,6 +41,19 @@ from lightning_sr.errors import ConfigError, require
 log = logging.getLogger(__name__)
 
 ARTEFACT = "int8.pt2"
+TORCHAO = "torchao"
+
+
+def require_torchao(key: str = "compression=qat|ptq") -> None:
+    """One-line ConfigError when torchao (the PT2E quantization flow) cannot be imported; called before anything
+    is trained or captured."""
+    import importlib
+
+    try:
+        importlib.import_module(TORCHAO)
+    except ImportError as e:
+        raise ConfigError(f"{key} needs torchao (PT2E int8 quantization), which cannot be imported ({e}); install "
+                          f"it with pip install 'torchao>=0.18' (the project's pyproject.toml lists it)") from None
 
 
 def _is_compression(cb: L.Callback) -> bool:
@@ -60,9 +73,10 @@ class Quantization(L.Callback):
     def __init__(self, shuffle_int8: bool = True, act_int8: bool = True, skip_fp32: bool = True,
                  fp32_layers: list[str] | None = None, reduce_range: bool | str = "auto", compile: bool = True,
                  evaluate: bool = True, eval_images: int | None = None):
+        key = f"compression.{self.name}"
+        require_torchao(f"compression={self.name}")
         from lightning_sr.compression.quant import QuantSettings, check_settings
 
-        key = f"compression.{self.name}"
         self.settings = QuantSettings(shuffle_int8, act_int8, skip_fp32, list(fp32_layers or []), reduce_range)
         check_settings(key, self.settings)
         check(isinstance(compile, bool), f"{key}.compile", compile, "must be true or false")
@@ -418,4 +432,4 @@ class PTQ(Quantization):
                                                                              "batches": n}})
 
 
-__all__ = ["ARTEFACT", "PTQ", "QAT", "ConfigError", "Quantization"]
+__all__ = ["ARTEFACT", "PTQ", "QAT", "ConfigError", "Quantization", "require_torchao"]

@@ -164,9 +164,12 @@ def _module_names(node: Node) -> list[str]:
     return [str(v[0]) for v in (node.meta.get("nn_module_stack") or {}).values()]
 
 
+def _under(name: str, prefixes: Iterable[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
 def _in_layers(node: Node, prefixes: Iterable[str]) -> bool:
-    names = _module_names(node)
-    return any(n == p or n.startswith(p + ".") for n in names for p in prefixes)
+    return any(_under(n, prefixes) for n in _module_names(node))
 
 
 def _attr(gm: GraphModule, target: str):
@@ -199,11 +202,14 @@ class SRQuantizer(x86q.X86InductorQuantizer):
         self.settings = settings
         self.set_global(x86q.get_default_x86_inductor_quantization_config(
             is_qat=qat, reduce_range=settings.resolved_reduce_range()))
-        for name in settings.fp32_layers:
-            self.set_module_name_qconfig(name, None)
 
     def annotate(self, model: GraphModule) -> GraphModule:
         s = self.settings
+        if s.fp32_layers:  # torchao matches a module name exactly, and a captured graph's module stacks skip some
+            # containers (``body.0.conv1`` is under ``body.0`` but not ``body``): name every module under a prefix
+            names = {m for n in model.graph.nodes for m in _module_names(n)}
+            for name in sorted(m for m in names if m and _under(m, s.fp32_layers)):
+                self.module_name_qconfig[name] = None
         if s.skip_fp32:  # annotated without quantization first: the recipe's conv+add pattern then skips them
             for n in skip_adds(model):
                 n.meta[_ANNOT] = _Annotation(_annotated=True)
