@@ -52,7 +52,7 @@ from torchao.quantization.pt2e.quantizer.utils import get_input_act_qspec, get_o
 
 from lightning_sr.errors import WeightsError, require
 from lightning_sr.models.conv import conv_layers
-from lightning_sr.models.graph import GraphGenerator, capture_target
+from lightning_sr.models.graph import GraphGenerator, capture_target, release_target
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -153,6 +153,7 @@ def capture(gen: nn.Module, training: bool) -> tuple[GraphModule, list[str], boo
     try:
         ep = torch.export.export(target, (x,), dynamic_shapes={"x": export_dims()})
     finally:
+        release_target(gen)
         gen.train(was)
     gm = ep.module()
     drop_identity_muls(gm)

@@ -40,10 +40,24 @@ class _AllOutputs(nn.Module):
 
 
 def capture_target(gen: nn.Module) -> tuple[nn.Module, list[str], bool]:
-    """(module to capture, output names, whether features follow the outputs) for a generator."""
+    """(module to capture, output names, whether features follow the outputs) for a generator. A multi-output
+    generator is captured as itself with ``forward`` returning every output then every exit's features (an
+    instance attribute: remove it with :func:`release_target`), so the graph's tensors keep the generator's names."""
     if is_multi_output(gen):
-        return _AllOutputs(gen), list(gen.output_names), True
+        gen.forward = _AllOutputs.forward.__get__(_Self(gen))  # type: ignore[method-assign]
+        return gen, list(gen.output_names), True
     return gen, [MAIN], False
+
+
+class _Self:
+    def __init__(self, gen: nn.Module):
+        self.gen = gen
+
+
+def release_target(gen: nn.Module) -> None:
+    """Undo :func:`capture_target` (the generator's own ``forward`` again)."""
+    if "forward" in gen.__dict__:
+        del gen.forward
 
 
 def _copied_attrs(gen: nn.Module | None, attrs: dict[str, Any] | None) -> dict[str, Any]:
@@ -124,4 +138,4 @@ class GraphMultiOutput(MultiOutput, GraphGenerator):
         return list(self.outputs)
 
 
-__all__ = ["COPIED_ATTRS", "GraphGenerator", "GraphMultiOutput", "capture_target"]
+__all__ = ["COPIED_ATTRS", "GraphGenerator", "GraphMultiOutput", "capture_target", "release_target"]
