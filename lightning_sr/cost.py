@@ -6,6 +6,12 @@
 * ``size_mb``: bytes of the saved state dict (``torch.save``), in MiB.
 * ``latency_ms``: median wall time of ``repeats`` forward passes on the CPU after ``warmup``
   passes, batch 1, with ``threads`` torch threads (stated in the result).
+
+int8 models (a converted PT2E graph: int8 weight buffers, quantize/dequantize ops) count their int8 weights as
+parameters, and are timed compiled (:func:`compile_cpu`: inductor with freezing, which turns the reference
+quantize/dequantize graph into oneDNN int8 kernels; run eagerly it is a slow fp32 emulation); the result then says
+``"latency_mode": "compiled"``. :func:`compiled_latency_ms` times several models compiled, in alternated rounds
+(int8 against fp32, same threads).
 """
 
 from __future__ import annotations
@@ -26,8 +32,39 @@ COST_KEYS = ("params", "params_trainable", "macs", "macs_input", "size_mb", "lat
 DEFAULT_INPUT = (3, 128, 128)
 
 
+def is_int8(model: nn.Module) -> bool:
+    """A converted int8 model: its weights are int8 buffers."""
+    return any(b.dtype == torch.int8 for b in model.buffers())
+
+
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    if not trainable_only:  # a converted int8 model keeps its weights as int8 buffers
+        n += sum(b.numel() for b in model.buffers() if b.dtype == torch.int8)
+    return n
+
+
+def compile_cpu(model: nn.Module):
+    """``torch.compile`` (inductor, freezing: weights are constants, which int8 needs to prepack its oneDNN
+    kernels) of an eval-mode model, dynamic in height and width: a callable ``x -> model(x)`` without gradients."""
+    if is_int8(model):
+        # importing torchao's x86 quantizer registers inductor's int8 fusion passes; without it inductor compiles
+        # the quantize/dequantize graph into fp32 kernels (a silent slow path)
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(model)
+    first = [True]
+
+    def run(x: torch.Tensor):
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            if first[0]:  # one graph for every image size
+                torch._dynamo.mark_dynamic(x, x.dim() - 2)
+                torch._dynamo.mark_dynamic(x, x.dim() - 1)
+                first[0] = False
+            return compiled(x)
+
+    return run
 
 
 def count_macs(model: nn.Module, input_size=(3, 128, 128)) -> int:
@@ -48,25 +85,39 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 
 def cpu_latency_ms(model: nn.Module, input_size=(3, 128, 128), warmup: int = 2, repeats: int = 5,
-                   threads: int | None = None) -> tuple[float, int]:
-    """Median CPU latency (ms) of batch-1 forwards; returns (median_ms, threads used)."""
-    m = copy.deepcopy(model).cpu().eval()
+                   threads: int | None = None, compiled: bool = False) -> tuple[float, int]:
+    """Median CPU latency (ms) of batch-1 forwards; returns (median_ms, threads used). ``compiled``: time
+    :func:`compile_cpu` of the model (the first call, which compiles, is an extra warm-up)."""
+    res, n = compiled_latency_ms({"m": model}, input_size, warmup, repeats, threads, compiled=compiled)
+    return res["m"], n
+
+
+def compiled_latency_ms(models: dict[str, nn.Module], input_size=(3, 128, 128), warmup: int = 2, repeats: int = 5,
+                        threads: int | None = None, compiled: bool = True) -> tuple[dict[str, float], int]:
+    """({name: median ms}, threads) of batch-1 forwards of several models timed in alternated rounds (one forward
+    of each per round), compiled (:func:`compile_cpu`) or eager, with the same ``threads``."""
+    fns = {}
+    for k, model in models.items():
+        m = copy.deepcopy(model).cpu().eval()
+        fns[k] = compile_cpu(m) if compiled else m
     x = torch.rand(1, *input_size)
     old = torch.get_num_threads()
     n = threads or old
     torch.set_num_threads(n)
+    times: dict[str, list[float]] = {k: [] for k in fns}
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                m(x)
-            times = []
+            for f in fns.values():
+                for _ in range(warmup + (1 if compiled else 0)):
+                    f(x)
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                m(x)
-                times.append((time.perf_counter() - t0) * 1000)
+                for k, f in fns.items():
+                    t0 = time.perf_counter()
+                    f(x)
+                    times[k].append((time.perf_counter() - t0) * 1000)
     finally:
         torch.set_num_threads(old)
-    return statistics.median(times), n
+    return {k: statistics.median(v) for k, v in times.items()}, n
 
 
 def model_cost(model: nn.Module, input_size=(3, 128, 128), latency: bool = True, warmup: int = 2,
@@ -80,8 +131,11 @@ def model_cost(model: nn.Module, input_size=(3, 128, 128), latency: bool = True,
         "size_mb": round(state_dict_bytes(model) / 2**20, 4),
     }
     if latency:
-        ms, n = cpu_latency_ms(model, input_size, warmup, repeats, threads)
+        int8 = is_int8(model)
+        ms, n = cpu_latency_ms(model, input_size, warmup, repeats, threads, compiled=int8)
         out.update(latency_ms=round(ms, 3), latency_threads=n)
+        if int8:
+            out["latency_mode"] = "compiled"
     return out
 
 

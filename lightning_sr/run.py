@@ -103,6 +103,8 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
         out["teacher"] = dict(module.teacher_info)
     if hasattr(module, "exit_costs"):  # multi-exit models: each exit's cost as a standalone network
         out["exit_cost"] = module.exit_costs(cfg.get("cost"))
+    if getattr(module, "int8_results", None):  # compression=qat|ptq: the int8 model (size, latency, quality)
+        out["int8"] = module.int8_results
     out.update(extra)
     return out
 
@@ -277,15 +279,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("evaluate.py needs ckpt_path=PATH (a training checkpoint) or model=bicubic")
     dm = build_datamodule(cfg, seed=int(cfg.get("seed", 0)))
     dm.setup("test")
+    int8 = bool(spec.get("_int8"))  # an int8 program (int8.pt2) runs on the CPU
     cls = eval_module_class(spec, dm)
     extra = {"save_outputs": bool(cfg.get("save_outputs", False))} if "save_outputs" in module_arguments(cls) else {}
     module = cls(spec, int(cfg.scale), val=to_plain(cfg.get("val", {})), metrics=to_plain(cfg.get("metrics", {})),
                  cost=to_plain(cfg.get("cost", {})), **extra)
-    module.generator = generator
-    trainer = L.Trainer(accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False,
+    # an int8 program is evaluated compiled (the oneDNN int8 kernels that run it) unless int8_compile=false
+    module.generator = generator.compiled() if int8 and cfg.get("int8_compile", True) else generator
+    trainer = L.Trainer(accelerator="cpu" if int8 else cfg.get("accelerator", "auto"), devices=1, logger=False,
                         default_root_dir=str(run_dir), enable_checkpointing=False,
                         enable_progress_bar=bool(cfg.get("progress_bar", True)), enable_model_summary=False)
     trainer.test(module, datamodule=dm, verbose=False)
+    module.generator = generator
     roles = {d.name: d.role for d in getattr(dm, "eval_sets", [])}
     metrics = summarize(module, cfg, {"ckpt_path": ckpt}, roles)
     write_metrics(run_dir, metrics, module.val_records, getattr(module, "records_file", "per_image.csv"))

@@ -47,5 +47,19 @@ def measured_values(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+INT8_KEYS = ("params", "macs", "macs_input", "size_mb", "size_ratio", "latency_ms", "fp32_latency_ms",
+             "latency_ratio", "latency_threads")
+
+
+def int8_values(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The int8 model of a compression=qat|ptq run (metrics.json "int8") under the same column names as the run's
+    own values (``size_mb``, ``latency_ms``, ``<set>/psnr``...): the report's int8 row. Empty without one."""
+    q = metrics.get("int8") or {}
+    out = {k: q[k] for k in (*INT8_KEYS, *METRICS) if k in q}
+    for s, vals in (q.get("sets") or {}).items():
+        out.update({f"{s}/{m}": vals[m] for m in METRICS if m in vals})
+    return out
+
+
 def bicubic_values(metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}/{m}": v[m] for s, v in (metrics.get("bicubic") or {}).items() for m in METRICS if m in v}

@@ -119,11 +119,12 @@ def _symmetric_pad2(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _upscale_axis(x: torch.Tensor, factor: int, dim: int, align: str = "center") -> torch.Tensor:
-    n, c, h, w = x.shape
+    c = x.shape[1]
     taps = torch.tensor(_upscale_taps(factor, align), dtype=x.dtype, device=x.device)  # (factor, 5)
     shape = (factor, 1, 5, 1) if dim == 2 else (factor, 1, 1, 5)
     weight = taps.reshape(shape).repeat(c, 1, 1, 1)  # (c * factor, 1, ...): every channel, every phase
     y = torch.nn.functional.conv2d(_symmetric_pad2(x, dim), weight, groups=c)  # (n, c * factor, h, w)
+    n, _, h, w = y.shape  # read here: torch.compile resumes after the taps (a graph break) with symbolic sizes
     y = y.reshape(n, c, factor, h, w)
     if dim == 2:
         return y.permute(0, 1, 3, 2, 4).reshape(n, c, h * factor, w)

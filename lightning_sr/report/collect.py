@@ -11,11 +11,12 @@ from typing import Any
 from lightning_sr.overrides import sweep_name
 from lightning_sr.report.jobs import Job, find_job_dirs, load_job, swept_keys
 from lightning_sr.report.published import PublishedTable, load_published
-from lightning_sr.summary import bicubic_values, measured_values
+from lightning_sr.summary import bicubic_values, int8_values, measured_values
 
 log = logging.getLogger(__name__)
 
 MEASURED, PUBLISHED, BICUBIC = "measured", "published", "bicubic"
+INT8 = "int8"  # the int8 model a compression=qat|ptq job wrote (int8.pt2): its own row under the job's
 
 
 @dataclass
@@ -88,6 +89,7 @@ def collect(sweep_dir: str | Path, published: str | None = None) -> SweepReport:
     sets: list[str] = []
     exits: list[str] = []
     rows: list[dict[str, Any]] = []
+    int8_rows: dict[int, dict[str, Any]] = {}  # id(a job's row) -> the row of its int8 model, placed right after it
     bicubic: dict[str, Any] = {}
     for j in jobs:
         ov = j.override_values()
@@ -105,6 +107,10 @@ def collect(sweep_dir: str | Path, published: str | None = None) -> SweepReport:
             row["error"] = j.error.strip().splitlines()[0][:300]
         name = name or j.select("name")
         rows.append(row)
+        if j.metrics and j.status == "finished" and int8_values(j.metrics):
+            int8_rows[id(row)] = {**{k: row.get(k, "") for k in keys}, "job": j.name, "source": INT8,
+                                  "status": j.status, **int8_values(j.metrics),
+                                  "label": "int8 (int8.pt2, compiled CPU latency)"}
 
     table = None
     notes: list[str] = []
@@ -132,6 +138,8 @@ def collect(sweep_dir: str | Path, published: str | None = None) -> SweepReport:
             if i not in placed:
                 out.append(_published_row(pr, keys, table, pr.values, job=None))
         rows = out
+    if int8_rows:
+        rows = [r2 for r in rows for r2 in ((r, int8_rows[id(r)]) if id(r) in int8_rows else (r,))]
     if bicubic:
         rows.append({**{k: "" for k in keys}, "job": "", "source": BICUBIC, "status": "", **bicubic,
                      "label": "bicubic upscaling (same validation images)"})
