@@ -10,6 +10,8 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("if", lambda cond, a, b: a if cond else b)
     if not OmegaConf.has_resolver("lsr_positive"):
         OmegaConf.register_new_resolver("lsr_positive", _positive)
+    if not OmegaConf.has_resolver("lsr_step"):
+        OmegaConf.register_new_resolver("lsr_step", _step_at)
 
 
 def _positive(value, key: str, what: str):
@@ -19,6 +21,16 @@ def _positive(value, key: str, what: str):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}={value} does not say how many {what} to ask for; set {key}=N (e.g. {key}=4)")
     return value
+
+
+def _step_at(fraction, max_steps) -> int:
+    """``${lsr_step:0.75,${trainer.max_steps}}``: the step at that fraction of the run (an even number: SRGAN makes
+    two optimiser steps per batch), so one config serves the full run and its smoke variant."""
+    from lightning_sr.errors import ConfigError
+
+    if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1 or not isinstance(max_steps, int):
+        raise ConfigError(f"lsr_step:{fraction},{max_steps}: give a fraction in [0, 1] of trainer.max_steps")
+    return 2 * int(round(fraction * max_steps / 2))
 
 
 _register_resolvers()

@@ -105,6 +105,9 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
         out["exit_cost"] = module.exit_costs(cfg.get("cost"))
     if getattr(module, "int8_results", None):  # compression=qat|ptq: the int8 model (size, latency, quality)
         out["int8"] = module.int8_results
+    from lightning_sr.summary import compression_ratios
+
+    out.update(compression_ratios(out))  # r_c, r_s (GAN Slimming) when a teacher was distilled from
     out.update(extra)
     return out
 

@@ -38,12 +38,36 @@ def measured_values(metrics: dict[str, Any]) -> dict[str, Any]:
                 if m in vals:
                     out[f"{s}/{e}/{m}"] = vals[m]
     teacher = metrics.get("teacher") or {}
-    for k in ("params", "macs", *METRICS):
+    for k in ("params", "macs", "size_mb", *METRICS):
         if k in teacher:
             out[f"teacher/{k}"] = teacher[k]
+    for s, vals in (teacher.get("sets") or {}).items():
+        for m in METRICS:
+            if isinstance(vals, dict) and m in vals:
+                out[f"teacher/{s}/{m}"] = vals[m]
+    for k in RATIO_KEYS:
+        if k in metrics:
+            out[k] = metrics[k]
     for k in ("train_time_s", "global_step"):
         if k in metrics:
             out[k] = metrics[k]
+    return out
+
+
+RATIO_KEYS = ("r_c", "r_s")
+
+
+def compression_ratios(metrics: dict[str, Any]) -> dict[str, float]:
+    """GAN Slimming's ratios of a distilled run (a teacher in metrics.json): ``r_s`` = teacher MACs / the model's
+    MACs (same LR input), ``r_c`` = the teacher's fp32 bytes / the deployed model's bytes (the int8 artefact on disk
+    when the run made one, else the model's fp32 weights). Empty without a teacher."""
+    teacher, cost, q = metrics.get("teacher") or {}, metrics.get("cost") or {}, metrics.get("int8") or {}
+    out: dict[str, float] = {}
+    if teacher.get("macs") and cost.get("macs"):
+        out["r_s"] = round(teacher["macs"] / (q.get("macs") or cost["macs"]), 3)
+    size = q.get("size_mb") or cost.get("size_mb")
+    if teacher.get("size_mb") and size:
+        out["r_c"] = round(teacher["size_mb"] / size, 3)
     return out
 
 

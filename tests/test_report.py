@@ -316,7 +316,7 @@ def test_report_html_is_one_self_contained_page(srgan_sweep):
     assert [j for kind, j in page["rows"] if kind == "measured"] == ["0", "1", "2"]
     assert any(kind == "published" for kind, _ in page["rows"])
     assert page["links"] == []
-    assert len(page["imgs"]) == 3  # two plots + job 0's crop (jobs 1, 2: "no samples")
+    assert len(page["imgs"]) == 4  # three plots (params, MACs, size) + job 0's crop (jobs 1, 2: "no samples")
     decoded = []
     for src in page["imgs"]:
         assert src.startswith("data:image/png;base64,")
@@ -371,6 +371,6 @@ window.addEventListener('load', () => {
     assert m, dom[-2000:]
     probe_out = json.loads(_html.unescape(m.group(1)))
     assert probe_out["jobs"] == ["0", "1", "2"]
-    assert len(probe_out["imgs"]) == 3 and all(w > 0 for w in probe_out["imgs"]), probe_out
+    assert len(probe_out["imgs"]) == 4 and all(w > 0 for w in probe_out["imgs"]), probe_out
     before, after = probe_out["before"], probe_out["after"]  # two clicks on PSNR: descending
     assert sorted(before, reverse=True) == after and before != after, probe_out

@@ -270,6 +270,10 @@ class ChannelSparsity(L.Callback):
                 return
         gen = generator_of(pl_module, KEY)
         gen.to(trainer.strategy.root_device)
+        require(self.prune_at_step is None or not trainer.max_steps or trainer.max_steps < 0
+                or self.prune_at_step <= trainer.max_steps,
+                f"{KEY}.prune_at_step={self.prune_at_step} is after the last step (trainer.max_steps="
+                f"{trainer.max_steps}): nothing would be removed; use a step <= {trainer.max_steps} or null (the last)")
         mid_run = self.prune_at_step is not None and self.prune_at_step < (trainer.max_steps or 0)
         require(not (mid_run and trainer.world_size > 1),
                 f"{KEY}.prune_at_step={self.prune_at_step} prunes in the middle of a multi-process run, which would "
@@ -312,6 +316,13 @@ class ChannelSparsity(L.Callback):
         self._opt = torch.optim.Adam(self._gates(), lr=self.gate_lr)
         if self._opt_state:
             self._opt.load_state_dict(self._opt_state)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        """A run resumed exactly at prune_at_step (a checkpoint saved before the removal) prunes now, before any later
+        callback (QAT joining at that step) sees the gated model."""
+        if not self.pruned and self.groups and self.prune_at_step is not None \
+                and trainer.global_step >= self.prune_at_step:
+            self.prune(trainer, pl_module)
 
     def loss_terms(self, trainer, pl_module, stage: str = "generator", **context) -> dict[str, torch.Tensor]:
         if stage != "generator" or self.pruned:

@@ -76,6 +76,27 @@ def evaluate_psnr(trainer: L.Trainer, pl_module: L.LightningModule, max_images: 
     return {"psnr": sum(per_set.values()) / len(per_set), "sets": per_set} if per_set else {}
 
 
+def evaluate_metrics(trainer: L.Trainer, pl_module: L.LightningModule, max_images: int | None = None
+                     ) -> dict[str, Any]:
+    """Every metric the module computes (PSNR, SSIM, LPIPS when enabled), as means over the validation sets and
+    per set (``{"psnr": .., "ssim": .., "sets": {set: {"psnr": .., "ssim": ..}}}``), through the module's own
+    evaluation path: what the run's own metrics.json holds for the trained model, for another generator (a
+    distillation teacher)."""
+    from lightning_sr.metrics import METRIC_MODES
+
+    sets = _val_sets(trainer)
+    if not sets:
+        return {}
+    res = pl_module.evaluate_datasets(sets, max_images=max_images)
+    per_set = {s: {m: v for m, v in ex[""].items() if m in METRIC_MODES} for s, ex in res.items() if "" in ex}
+    out: dict[str, Any] = {}
+    for m in METRIC_MODES:
+        vals = [v[m] for v in per_set.values() if m in v]
+        if vals:
+            out[m] = sum(vals) / len(vals)
+    return {**out, "sets": per_set} if per_set else {}
+
+
 def calibration_batch(trainer: L.Trainer, pl_module: L.LightningModule, images: int = 1, crop: int = 48
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(LR, HR): centre crops (``crop`` LR pixels at most) of the first ``images`` validation images.

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_sr.compression.common import _append_log, check, check_choice, evaluate_psnr, generator_of
+from lightning_sr.compression.common import _append_log, check, check_choice, evaluate_metrics, generator_of
 from lightning_sr.errors import ConfigError, require
 from lightning_sr.losses import pixel_loss
 from lightning_sr.models import named_outputs
@@ -72,6 +72,11 @@ def affinity(feat: torch.Tensor) -> torch.Tensor:
     return torch.bmm(f.transpose(1, 2), f) / f.shape[-1]
 
 
+def _tracing() -> bool:
+    comp = torch.compiler
+    return bool(comp.is_compiling() or (hasattr(comp, "is_exporting") and comp.is_exporting()))
+
+
 class Distillation(L.Callback):
     name = "distill"
 
@@ -101,6 +106,7 @@ class Distillation(L.Callback):
         self._hooks: list = []
         self._opt: torch.optim.Optimizer | None = None
         self._adapter_state: dict | None = None
+        self._graph_warned = False
         self._opt_state: dict | None = None
         self.info: dict[str, Any] | None = None
 
@@ -134,7 +140,14 @@ class Distillation(L.Callback):
     def _attach_student(self, pl_module: L.LightningModule) -> None:
         """Hooks on the student's layers and the adapters, once every other callback has shaped the student (pruned
         it, or restored its structure from a resumed checkpoint)."""
+        from lightning_sr.models.graph import GraphGenerator
+
         student = pl_module.generator
+        if isinstance(student, GraphGenerator) and (self.feature_pairs or self.fakd_pairs):
+            log.warning("%s: the student is a captured graph (a run resumed during QAT): its layers are not "
+                        "observable; feature distillation is off, output distillation goes on", KEY)
+            self._graph_warned = True
+            return
         device = next(student.parameters()).device
         for name in sorted({s for s, _ in self.feature_pairs + self.fakd_pairs}):
             self._hooks.append(_module(student, name, KEY, "student").register_forward_hook(self._capture("student",
@@ -148,6 +161,8 @@ class Distillation(L.Callback):
 
     def _capture(self, who: str, name: str):
         def hook(module, inputs, output):
+            if _tracing():  # a graph capture (QAT's torch.export) runs the hooks on symbolic tensors: not a feature
+                return
             self._feats[who][name] = output
 
         return hook
@@ -171,7 +186,7 @@ class Distillation(L.Callback):
         if self.evaluate:
             student, pl_module.generator = pl_module.generator, self.teacher
             try:  # the module's own evaluation path, on the teacher
-                self.info.update(evaluate_psnr(trainer, pl_module))
+                self.info.update(evaluate_metrics(trainer, pl_module))
             finally:
                 pl_module.generator = student
         pl_module.teacher_info = self.info
@@ -198,14 +213,25 @@ class Distillation(L.Callback):
         if self.output_weight > 0 and outputs:
             terms["distill/output"] = self.output_weight * torch.stack(
                 [self.output_loss(o, target) for o in outputs.values()]).mean()
+        pairs = self.feature_pairs + self.fakd_pairs
+        names = {n for n, _ in pairs}
+        st, tt = self._feats["student"], self._feats["teacher"]
+        fresh = all(s in st and t in tt and st[s].shape[0] == tt[t].shape[0] and st[s].shape[2:] == tt[t].shape[2:]
+                    for s, t in pairs)  # this step's student features (not an evaluation's, before a capture)
+        if names and not fresh:  # a captured student (QAT's graph) runs no module hooks
+            if not self._graph_warned:
+                log.warning("%s: the student's layers %s are no longer observable (the generator was captured as a "
+                            "graph, e.g. QAT joined); feature distillation stops, output distillation goes on", KEY,
+                            ", ".join(sorted(names)))
+                self._graph_warned = True
+            return terms
+        self._feats["student"] = {}  # this step's features only: never a stale one
         if self.feature_pairs and self.feature_weight > 0:
-            st, tt = self._feats["student"], self._feats["teacher"]
             self._fit_adapters(st)
             terms["distill/feature"] = self.feature_weight * torch.stack(
                 [F.l1_loss(a(st[s]), tt[t].detach()) for a, (s, t) in zip(self.adapters, self.feature_pairs,
                                                                            strict=True)]).mean()
         if self.fakd_pairs and self.fakd_weight > 0:
-            st, tt = self._feats["student"], self._feats["teacher"]
             terms["distill/fakd"] = self.fakd_weight * torch.stack(
                 [F.l1_loss(affinity(st[s]), affinity(tt[t].detach())) for s, t in self.fakd_pairs]).mean()
         return terms

@@ -255,19 +255,24 @@ class QAT(Quantization):
     name = "qat"
     qat = True
 
-    def __init__(self, freeze_observers_after: int | None = None, freeze_bn_after: int | None = None, **kwargs: Any):
+    def __init__(self, freeze_observers_after: int | None = None, freeze_bn_after: int | None = None,
+                 start_step: int = 0, **kwargs: Any):
         super().__init__(**kwargs)
         for k, v in (("freeze_observers_after", freeze_observers_after), ("freeze_bn_after", freeze_bn_after)):
             check(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), f"{self.key}.{k}", v,
                   "is impossible; use null (never) or a number of QAT steps >= 1 (observers need data first)")
+        check(isinstance(start_step, int) and not isinstance(start_step, bool) and start_step >= 0,
+              f"{self.key}.start_step", start_step, "is impossible; use 0 (quantize from the start) or the step at "
+              "which QAT joins (after a warm-up)")
         self.freeze_observers_after, self.freeze_bn_after = freeze_observers_after, freeze_bn_after
-        self.start_step: int | None = None
+        self.join_step = int(start_step)  # configured: the step QAT joins at
+        self.start_step: int | None = None  # the step the generator was actually captured at (None: not yet)
         self.frozen = {"observers": False, "bn": False}
         self.outputs: list[str] = []
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "freeze_observers_after": self.freeze_observers_after,
-                "freeze_bn_after": self.freeze_bn_after}
+                "freeze_bn_after": self.freeze_bn_after, "start_step": self.join_step}
 
     def prepared(self, pl_module: L.LightningModule):
         from lightning_sr.models.graph import GraphGenerator
@@ -276,20 +281,50 @@ class QAT(Quantization):
         return gen.captured if isinstance(gen, GraphGenerator) and self.start_step is not None else None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        from lightning_sr.compression import quant
 
         if stage != "fit" or self.prepared(pl_module) is not None:
             return
         self.check_order(trainer)
-        gen = self.check_module(pl_module)
-        device = trainer.strategy.root_device
+        self.check_module(pl_module)
+        self.check_after_structure(trainer)
         resume = trainer.ckpt_path
-        if resume:  # the graph is prepared again; Lightning then loads the checkpoint's state into it
+        if resume:
             from lightning_sr.checkpoint import read_checkpoint
 
             state = (read_checkpoint(str(resume), "resumed checkpoint").get("callbacks") or {}).get(self.state_key)
             self.load_state_dict(state or {})
-        else:
+        if self.start_step is None and self.join_step > int(trainer.global_step if not resume else 0):
+            log.info("%s: QAT joins at step %d (until then the generator trains in fp32)", self.name, self.join_step)
+            return  # captured in on_train_batch_start when the step is reached
+        self.capture(trainer, pl_module, resumed=bool(resume) and self.start_step is not None)
+
+    def check_after_structure(self, trainer: L.Trainer) -> None:
+        """QAT joins after every structural change: mid-run channel removal (channel sparsity) must come first, and
+        a generator replaced mid-run cannot be re-wrapped by DDP."""
+        require(not trainer.max_steps or trainer.max_steps < 0 or self.join_step < trainer.max_steps,
+                f"{self.key}.start_step={self.join_step} is not before the last step (trainer.max_steps="
+                f"{trainer.max_steps}): QAT would never train; use a smaller start_step (0: from the start)")
+        require(not (self.join_step > 0 and trainer.world_size > 1),
+                f"{self.key}.start_step={self.join_step} replaces the generator in the middle of a multi-process run "
+                f"(DDP wraps it once); use start_step=0, or join on one device")
+        for cb in trainer.callbacks:
+            if type(cb).__name__ == "ChannelSparsity" and not getattr(cb, "pruned", False):
+                at = cb.prune_at_step
+                require(at is not None and at <= self.join_step,
+                        f"{self.key}.start_step={self.join_step} would quantize while channel gates are still learned"
+                        f" (compression.channel_sparsity.prune_at_step={at}: the channels are removed "
+                        f"{'at the last step' if at is None else f'at step {at}'}), and the x86 quantizer cannot "
+                        f"annotate gated convolutions; set compression.channel_sparsity.prune_at_step=N and "
+                        f"compression.qat.start_step>=N (QAT trains the slim structure)")
+
+    def capture(self, trainer: L.Trainer, pl_module: L.LightningModule, resumed: bool) -> None:
+        """Capture the generator, prepare it for QAT and put the fake-quantized graph in its place."""
+        from lightning_sr.compression import quant
+
+        gen = self.check_module(pl_module)
+        device = trainer.strategy.root_device
+        resume = trainer.ckpt_path if resumed else None
+        if not resumed:
             if not (pl_module.hparams or {}).get("init_from") and not getattr(pl_module, "compression_log", None):
                 log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
             gen.to(device)
@@ -315,7 +350,12 @@ class QAT(Quantization):
 
         gm = self.prepared(pl_module)
         if gm is None:
-            return
+            if self.start_step is None and not self.finished and trainer.global_step >= self.join_step:
+                self.capture(trainer, pl_module, resumed=False)  # QAT joins after the warm-up
+                trainer.strategy.setup_optimizers(trainer)  # the graph's parameters replace the generator's
+                gm = self.prepared(pl_module)
+            if gm is None:
+                return
         done = int(trainer.global_step) - int(self.start_step or 0)
         for what, after in (("observers", self.freeze_observers_after), ("bn", self.freeze_bn_after)):
             if after is not None and done >= after and not self.frozen[what]:
@@ -355,7 +395,8 @@ class QAT(Quantization):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.start_step = int(state_dict.get("start_step") or 0)
+        st = state_dict.get("start_step")
+        self.start_step = None if st is None else int(st)
         self.frozen = {**self.frozen, **(state_dict.get("frozen") or {})}
 
 

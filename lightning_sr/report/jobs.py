@@ -40,9 +40,23 @@ class Job:
         if self.config is None:
             return None
         try:
-            return OmegaConf.select(self.config, key, default=None, throw_on_resolution_failure=False)
+            v = OmegaConf.select(self.config, key, default=None, throw_on_resolution_failure=False)
         except Exception:
             return None
+        if OmegaConf.is_config(v):  # a config group (model, data...): the option chosen, not its whole node
+            return self.choices.get(key)
+        return v
+
+    @property
+    def choices(self) -> dict[str, str]:
+        """Hydra's config-group choices of the job (``.hydra/hydra.yaml`` runtime.choices)."""
+        from omegaconf import OmegaConf
+
+        try:
+            hy = OmegaConf.load(self.dir / ".hydra" / "hydra.yaml")
+            return {str(k): str(v) for k, v in (OmegaConf.select(hy, "hydra.runtime.choices") or {}).items()}
+        except Exception:
+            return {}
 
 
 def _job_sort_key(p: Path):

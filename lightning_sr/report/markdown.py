@@ -57,13 +57,17 @@ def _duration(v: Any) -> str:
     return f"{s / 3600:.1f} h"
 
 
+TEACHER = "teacher/"
+
+
 def _header(col: str, rep: SweepReport) -> str:
     parts = col.split("/")
     last = parts[-1]
     names = {"params": "params", "params_trainable": "trainable params", "macs": "GMACs",
              "size_mb": "size (MB)", "latency_ms": "CPU latency (ms)", "psnr": "PSNR", "ssim": "SSIM",
              "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100", "train_time_s": "train time", "job": "job", "source": "source", "status": "status",
-             "accuracy": "accuracy (%)", "label": "published row"}
+             "accuracy": "accuracy (%)", "label": "published row",
+             "r_s": "r_s (teacher/student MACs)", "r_c": "r_c (teacher fp32/student bytes)"}
     if col in rep.keys:
         return col
     if recycled(rep):  # Weight Recycle: fewer stored parameters, the same multiply-accumulates
@@ -88,15 +92,18 @@ def md_columns(rep: SweepReport) -> list[str]:
         cols.append("params_trainable")
     cols += ["macs", "size_mb", "latency_ms"]
     sets = list(rep.sets)
-    _ordered(sets, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in METRICS}))
+    _ordered(sets, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in METRICS
+                           and not k.startswith(TEACHER)}))
     if len(rep.sets) > 1:  # headline: mean over the sets measured
         cols += list(METRICS)
     cols += [f"{s}/{m}" for s in sets for m in METRICS]
     exits = list(rep.exits)
-    _ordered(exits, sorted({k.split("/")[1] for k in present if k.count("/") == 2}))
+    _ordered(exits, sorted({k.split("/")[1] for k in present if k.count("/") == 2 and not k.startswith(TEACHER)}))
     cols += [f"{e}/{k}" for e in exits for k in ("params", "macs")]
     cols += [f"{s}/{e}/{m}" for s in sets for e in exits for m in METRICS]
-    cols += ["teacher/params", "teacher/psnr"]  # distillation: the teacher beside the student
+    # distillation: the teacher beside the student; GAN Slimming's ratios (teacher / deployed student)
+    cols += ["teacher/params", "teacher/macs", "teacher/size_mb", *[f"teacher/{s}/{m}" for s in sets for m in METRICS],
+             "r_s", "r_c"]
     cols.append("train_time_s")
     if rep.published is not None:  # the paper's row names (also of published rows this sweep did not run)
         cols.append("label")

@@ -1,14 +1,16 @@
-"""PSNR-vs-cost plots of a sweep with the Pareto front (``psnr_vs_params.png``, ``psnr_vs_macs.png``); a
-classification sweep (no PSNR) plots its accuracy instead (``accuracy_vs_params.png``...)."""
+"""PSNR-vs-cost plots of a sweep with the Pareto front (``psnr_vs_params.png``, ``psnr_vs_macs.png``,
+``psnr_vs_size.png``: bytes of the deployed model, the int8 artefact's for a quantized job, whose int8 model is
+its own point); a classification sweep (no PSNR) plots its accuracy instead (``accuracy_vs_params.png``...)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from lightning_sr.report.collect import BICUBIC, MEASURED, PUBLISHED, SweepReport
+from lightning_sr.report.collect import BICUBIC, INT8, MEASURED, PUBLISHED, SweepReport
 
-PLOTS = {"params": "psnr_vs_params.png", "macs": "psnr_vs_macs.png"}
+PLOTS = {"params": "psnr_vs_params.png", "macs": "psnr_vs_macs.png", "size_mb": "psnr_vs_size.png"}
+AXIS = {"params": "parameters", "macs": "MACs", "size_mb": "size on disk (MB)"}
 
 
 def _mean(vals: list[Any]) -> float | None:
@@ -21,9 +23,17 @@ def _mean(vals: list[Any]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _short(rep: SweepReport, row: dict[str, Any]) -> str:
-    parts = [f"{k.split('.')[-1]}={row.get(k)}" for k in rep.keys if row.get(k) not in (None, "")]
-    return ",".join(parts) or f"job {row.get('job')}"
+def _short(rep: SweepReport, row: dict[str, Any], width: int = 40) -> str:
+    """A point's label: the values that differ between jobs (paths by their file name), at most ``width`` chars."""
+    varying = [k for k in rep.keys if len({str(r.get(k)) for r in rep.rows if r.get("source") == MEASURED}) > 1]
+    parts = []
+    for k in varying or rep.keys:
+        v = row.get(k)
+        if v not in (None, ""):
+            v = str(v)
+            parts.append(f"{k.split('.')[-1]}={Path(v).name if '/' in v else v}")
+    text = ",".join(parts) or f"job {row.get('job')}"
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 QUALITY = ("psnr", "accuracy")  # the y axis: the first of these that the sweep measured
@@ -47,7 +57,7 @@ def plot_points(rep: SweepReport, metric: str = "psnr") -> list[dict[str, Any]]:
         if r["source"] == BICUBIC:
             continue
         kind = r["source"]
-        if kind == MEASURED and r.get("status") != "finished":
+        if kind in (MEASURED, INT8) and r.get("status") != "finished":
             continue
         outputs = [("", "")] if not r.get("exit") else [(r["exit"] + "/", r["exit"])]
         if kind == MEASURED:
@@ -60,8 +70,10 @@ def plot_points(rep: SweepReport, metric: str = "psnr") -> list[dict[str, Any]]:
             if y is None:
                 continue
             label = _short(rep, r) + (f":{ex}" if ex else "")
+            if kind == INT8:
+                label += ":int8"
             pts.append({"label": label, "params": r.get(f"{cost_pre}params"), "macs": r.get(f"{cost_pre}macs"),
-                        metric: y, "kind": kind})
+                        "size_mb": r.get(f"{cost_pre}size_mb"), metric: y, "kind": kind})
     return pts
 
 
@@ -88,14 +100,18 @@ def plot(rep: SweepReport, out_dir: Path) -> dict[str, Path]:
     sets_txt = rep.sets[0] if len(rep.sets) == 1 else "mean over " + ", ".join(rep.sets)
     written: dict[str, Path] = {}
     for key, fname in PLOTS.items():
-        meas = [p for p in pts if p["kind"] == MEASURED and p.get(key) not in (None, "")]
+        meas = [p for p in pts if p["kind"] in (MEASURED, INT8) and p.get(key) not in (None, "")]
         pub = [p for p in pts if p["kind"] == PUBLISHED and p.get(key) not in (None, "")]
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
         scale = 1.0
         if meas:
             xy = [(float(p[key]) / scale, float(p[metric])) for p in meas]
             front = pareto_front(xy)
-            ax.scatter([x for x, _ in xy], [y for _, y in xy], s=28, color="tab:blue", zorder=3, label="measured")
+            for kind, style in ((MEASURED, {"color": "tab:blue", "label": "measured"}),
+                                (INT8, {"color": "tab:orange", "marker": "^", "label": "measured, int8 model"})):
+                sel = [xy[i] for i, p in enumerate(meas) if p["kind"] == kind]
+                if sel:
+                    ax.scatter([x for x, _ in sel], [y for _, y in sel], s=28, zorder=3, **style)
             fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
             ax.plot(fx, fy, "-", color="tab:red", lw=1.2, zorder=2)
             ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="tab:red", zorder=4, label="Pareto front")
@@ -115,9 +131,10 @@ def plot(rep: SweepReport, out_dir: Path) -> dict[str, Path]:
         xs = [float(p[key]) for p in meas + pub]
         if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(EngFormatter())
+        if key != "size_mb":
+            ax.xaxis.set_major_formatter(EngFormatter())
         ax.ticklabel_format(axis="y", useOffset=False)
-        unit = "MACs" if key == "macs" else "parameters"
+        unit = AXIS[key]
         if key == "macs" and meas:
             mi = next((j.metrics.get("cost", {}).get("macs_input") for j in rep.jobs if j.metrics and
                        j.status == "finished"), None)
@@ -125,8 +142,8 @@ def plot(rep: SweepReport, out_dir: Path) -> dict[str, Path]:
                 unit += f" ({mi} LR input)"
         ax.set_xlabel(unit)
         ax.set_ylabel(f"{ylabel}, {sets_txt}")
-        ax.set_title(f"{rep.name or rep.sweep_dir.name}: {ylabel.split(' (')[0]} vs "
-                     f"{'MACs' if key == 'macs' else 'parameters'}", fontsize=10)
+        ax.set_title(f"{rep.name or rep.sweep_dir.name}: {ylabel.split(' (')[0]} vs {AXIS[key].split(' (')[0]}",
+                     fontsize=10)
         ax.grid(alpha=0.3)
         ax.margins(x=0.12, y=0.12)
         if meas or pub:

@@ -1,0 +1,85 @@
+"""GAN Slimming (issue 13): distillation + channel sparsity (proximal) + QAT + the GAN loss in one run, composed
+from the callbacks by experiment=gan_slimming, ending in a physically slimmer int8 generator; r_c and r_s."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from lightning_sr.checkpoint import load_generator
+from lightning_sr.errors import ConfigError
+from lightning_sr.models import build_generator
+from lightning_sr.run import build_callbacks, train
+from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
+from tests.conftest import compose, run_task_in_process
+
+GS = ["experiment=gan_slimming", "profile=smoke", "trainer.max_steps=6", "trainer.val_check_interval=3",
+      "callbacks.progress_bar.refresh_rate=0", "callbacks.model_summary=null", "logger=csv", "cost.latency=false",
+      "model.discriminator.channels=8", "compression.qat.compile=false"]
+SRGAN_SPEC = {**SPEC, "res_blocks": 2, "channels": 8, "norm": "batch", "skip": "none"}  # SRGAN's generator
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return save_ckpt(tiny_generator(**SRGAN_SPEC), SRGAN_SPEC, tmp_path_factory.mktemp("gs") / "teacher.ckpt")
+
+
+def test_gan_slimming_ends_in_a_slim_int8_generator_with_r_c_and_r_s_and_resumes_mid_qat(teacher, tmp_path):
+    args = GS + [f"compression.distill.teacher={teacher}", "compression.channel_sparsity.target_macs=0.5",
+                 "trainer.max_steps=12", "trainer.val_check_interval=2"]
+    cfg = compose(args, tmp_path)
+    assert cfg.compression.channel_sparsity.prune_at_step == 8 == cfg.compression.qat.start_step  # 0.75 x 12, even
+    with pytest.raises(RuntimeError, match="simulated crash at step 10"):  # killed while QAT trains
+        train(compose(args + ["+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=10"],
+                      tmp_path))
+    m = train(compose(args, tmp_path))  # the same command resumes: slim structure, QAT graph, then int8
+    log = {e["technique"]: e for e in m["compression"]}
+    assert list(log) == ["distill", "channel_sparsity", "qat"]
+    sp, q = log["channel_sparsity"], log["qat"]
+    assert sp["at_step"] == 8 and sp["after"]["macs"] <= 0.5 * sp["before"]["macs"] * 1.05  # half the MACs
+    assert m["int8"]["qat_steps"] == 4 and q["start_step"] == 8  # QAT joined after the removal, ran to the end
+    n_int8, n_convs = map(int, m["int8"]["layers"]["convs_int8"].split("/"))
+    assert n_int8 == n_convs > 0  # every convolution int8
+    # the student is initialised from the teacher and really slimmer: tensors shrank, the artefact is int8
+    student, _ = load_generator(tmp_path / "checkpoints" / "last.ckpt")
+    dense = build_generator(SRGAN_SPEC)
+    assert sum(p.numel() for p in student.parameters()) < 0.6 * sum(p.numel() for p in dense.parameters())
+    assert (tmp_path / "checkpoints" / "int8.pt2").is_file()
+    t = m["teacher"]
+    assert m["r_s"] == pytest.approx(t["macs"] / m["cost"]["macs"], rel=1e-3) and m["r_s"] > 1.8
+    assert m["r_c"] == pytest.approx(t["size_mb"] / m["int8"]["size_mb"], rel=1e-2) and m["r_c"] > m["r_s"]
+    assert set(t["sets"]) == set(m["sets"]) >= {"embedded"} and "ssim" in t["sets"]["embedded"]  # teacher vs slim
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["r_c"] == m["r_c"] and saved["r_s"] == m["r_s"]
+
+
+# ----- bad input ------------------------------------------------------------------------------------------------
+def test_negative_rho_in_a_sweep_is_one_line(teacher, tmp_path, capsys):
+    code, err = run_task_in_process(GS + [f"compression.distill.teacher={teacher}",
+                                          "compression.channel_sparsity.rho=-0.001"], tmp_path, capsys)
+    assert code == 2 and len(err) == 1 and "rho=-0.001 is impossible" in err[0]
+
+
+def test_teacher_of_another_scale_is_one_line(tmp_path):
+    x2 = {**SRGAN_SPEC, "scale": 2}
+    t2 = save_ckpt(build_generator(x2), x2, tmp_path / "x2.ckpt")
+    with pytest.raises(ConfigError, match=r"is a x2 model but the student is x4; distil from a teacher of the same"):
+        train(compose(GS + [f"compression.distill.teacher={t2}", "model.init_from=null",
+                            "model.res_blocks=2", "model.channels=8"], tmp_path))
+
+
+def test_qat_without_torchao_is_one_line(teacher, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao -> ImportError, as when not installed
+    with pytest.raises(ConfigError, match=r"compression=qat needs torchao .*pip install 'torchao>=0.18'") as e:
+        build_callbacks(compose(GS + [f"compression.distill.teacher={teacher}"], tmp_path))
+    assert "\n" not in str(e.value)
+
+
+def test_qat_while_gates_are_learned_is_refused(teacher, tmp_path, capsys):
+    code, err = run_task_in_process(GS + [f"compression.distill.teacher={teacher}", "compression.qat.start_step=0"],
+                                    tmp_path, capsys)
+    assert code == 2 and len(err) == 1
+    assert "compression.qat.start_step=0 would quantize while channel gates are still learned" in err[0]
+    assert "compression.qat.start_step>=N" in err[0]
