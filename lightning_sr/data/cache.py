@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -60,8 +61,15 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write(path, buf.getbuffer())
 
 
+# np.load parses the .npy header with ast.literal_eval, which CPython 3.11 does not make thread-safe (concurrent
+# calls fail now and then with "SystemError: AST constructor recursion depth mismatch"); the decode threads open
+# their memory maps one at a time (cheap: the decoding itself stays parallel).
+_HEADER_LOCK = threading.Lock()
+
+
 def _open(path: Path) -> torch.Tensor:
-    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    with _HEADER_LOCK:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     with warnings.catch_warnings():  # read-only memory map: tensors made from it are never written to
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(arr)
