@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -82,17 +81,9 @@ def model_rate(model, opt, device: torch.device, steps: int, batch: int, patch: 
     return steps * batch / (time.perf_counter() - t0)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
 
 def main() -> None:
+    from lightning_sr.cost import cpu_name
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--batches", type=int, default=8, help="loader batches timed per round")

@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.sparsity_distill import compose, cpu_name  # noqa: E402
+from bench.sparsity_distill import compose  # noqa: E402
+from lightning_sr.cost import cpu_name  # noqa: E402
 
 
 def run(name: str, overrides: list[str], out: Path) -> dict:

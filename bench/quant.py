@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,12 +41,6 @@ from lightning_sr.models import build_generator  # noqa: E402
 SET5_LR = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set5" / "LR_bicubic" / "X4"
 HZ = os.sysconf("SC_CLK_TCK")
 
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _jiffies() -> tuple[int, int]:
@@ -81,6 +74,7 @@ def int8_program(model: torch.nn.Module, settings: quant.QuantSettings, calib: l
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from lightning_sr.cost import cpu_name
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--res-blocks", type=int, default=16)
     ap.add_argument("--channels", type=int, default=64)

@@ -50,14 +50,9 @@ def run(name: str, overrides: list[str], out: Path) -> dict:
     return m
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
 
 def main() -> None:
+    from lightning_sr.cost import cpu_name
     ap = argparse.ArgumentParser()
     ap.add_argument("--dense-steps", type=int, default=400)
     ap.add_argument("--steps", type=int, default=300)

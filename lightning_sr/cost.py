@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import io
+import platform
 import statistics
 import time
 from typing import Any
@@ -35,6 +36,18 @@ DEFAULT_INPUT = (3, 128, 128)
 def is_int8(model: nn.Module) -> bool:
     """A converted int8 model: its weights are int8 buffers."""
     return any(b.dtype == torch.int8 for b in model.buffers())
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), to name beside every latency figure."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -81,14 +81,10 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
     main = {s: ex.get("", {}) for s, ex in sets.items()}
     if roles:
         main = {s: {**v, "role": roles.get(s, "val")} for s, v in main.items()}
-    out: dict[str, Any] = {"status": "finished", "name": cfg.get("name"), "overrides": overrides_of()}
-    from lightning_sr.metrics import METRIC_MODES
+    from lightning_sr.summary import mean_metrics
 
-    for m in METRIC_MODES:
-        vals = [v[m] for v in main.values() if m in v]
-        if vals:
-            out[m] = sum(vals) / len(vals)
-    out["sets"] = main
+    out: dict[str, Any] = {"status": "finished", "name": cfg.get("name"), "overrides": overrides_of(),
+                           **mean_metrics(main), "sets": main}
     exits = {s: {e: v for e, v in ex.items() if e} for s, ex in sets.items()}
     if any(exits.values()):
         out["exits"] = exits

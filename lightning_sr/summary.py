@@ -11,6 +11,27 @@ from lightning_sr.metrics import METRIC_MODES
 METRICS = tuple(METRIC_MODES)
 
 
+def mean_metrics(per_set: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Headline values: each metric's mean over the sets that have it (``{set: {metric: value}}``)."""
+    out: dict[str, float] = {}
+    for m in METRICS:
+        vals = [v[m] for v in per_set.values() if m in v]
+        if vals:
+            out[m] = sum(vals) / len(vals)
+    return out
+
+
+def results_summary(res: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """What metrics.json holds for one evaluation (``evaluate_datasets``: ``{set: {exit: {metric: value}}}``, exit
+    "" = the main output): headline means, ``sets`` (main output per set) and ``exits`` (the others, when any)."""
+    main = {s: ex[""] for s, ex in res.items() if "" in ex}
+    out: dict[str, Any] = {**mean_metrics(main), "sets": main}
+    exits = {s: {e: v for e, v in ex.items() if e} for s, ex in res.items()}
+    if any(exits.values()):
+        out["exits"] = exits
+    return out
+
+
 def measured_values(metrics: dict[str, Any]) -> dict[str, Any]:
     """Flat ``{column: value}`` of one metrics.json: cost, ``<set>/<metric>``, ``<exit>/<cost>``,
     ``<set>/<exit>/<metric>``, headline means, training time."""

@@ -83,18 +83,14 @@ def evaluate_metrics(trainer: L.Trainer, pl_module: L.LightningModule, max_image
     evaluation path: what the run's own metrics.json holds for the trained model, for another generator (a
     distillation teacher)."""
     from lightning_sr.metrics import METRIC_MODES
+    from lightning_sr.summary import mean_metrics
 
     sets = _val_sets(trainer)
     if not sets:
         return {}
     res = pl_module.evaluate_datasets(sets, max_images=max_images)
     per_set = {s: {m: v for m, v in ex[""].items() if m in METRIC_MODES} for s, ex in res.items() if "" in ex}
-    out: dict[str, Any] = {}
-    for m in METRIC_MODES:
-        vals = [v[m] for v in per_set.values() if m in v]
-        if vals:
-            out[m] = sum(vals) / len(vals)
-    return {**out, "sets": per_set} if per_set else {}
+    return {**mean_metrics(per_set), "sets": per_set} if per_set else {}
 
 
 def calibration_batch(trainer: L.Trainer, pl_module: L.LightningModule, images: int = 1, crop: int = 48

@@ -190,8 +190,8 @@ class Quantization(L.Callback):
                       path: Path) -> dict[str, Any]:
         """Size, latency (compiled int8 vs compiled fp32) and quality of the int8 model, on the CPU."""
         from lightning_sr.cost import compiled_latency_ms, cost_from_config, state_dict_bytes
-        from lightning_sr.metrics import METRIC_MODES
         from lightning_sr.models import named_outputs
+        from lightning_sr.summary import results_summary
 
         cfg = dict(getattr(pl_module, "cost_cfg", None) or {})
         fp32 = pl_module.generator
@@ -217,16 +217,7 @@ class Quantization(L.Callback):
             def fn(lr: torch.Tensor) -> dict[str, torch.Tensor]:
                 return {k: v.to(lr.device) for k, v in named_outputs(run, lr.detach().cpu()).items()}
 
-            res = pl_module.evaluate_datasets(sets, fn=fn, max_images=self.eval_images)
-            main = {s: ex[""] for s, ex in res.items() if "" in ex}
-            for m in METRIC_MODES:
-                vals = [v[m] for v in main.values() if m in v]
-                if vals:
-                    out[m] = sum(vals) / len(vals)
-            out["sets"] = main
-            exits = {s: {e: v for e, v in ex.items() if e} for s, ex in res.items()}
-            if any(exits.values()):
-                out["exits"] = exits
+            out.update(results_summary(pl_module.evaluate_datasets(sets, fn=fn, max_images=self.eval_images)))
         return out
 
     def _log(self, trainer: L.Trainer, results: dict[str, Any]) -> None:
