@@ -53,6 +53,9 @@ def main() -> None:
                                                      "python train.py)")
     ap.add_argument("--steps", type=int, default=300, help="optimiser steps of each student (SRGAN: 2 per batch)")
     ap.add_argument("--target-macs", type=float, default=0.5)
+    ap.add_argument("--rho", type=float, default=None, help="channel_sparsity.rho of the single run (default: the "
+                                                            "experiment's 0.01, sized for 200k steps)")
+    ap.add_argument("--only-single", action="store_true", help="run the single GAN Slimming run only")
     ap.add_argument("--lpips", default=None, help="AlexNet backbone file for LPIPS (e.g. ../shared/weights/...)")
     ap.add_argument("--out", default="/tmp/lsr_bench_gs")
     a = ap.parse_args()
@@ -66,8 +69,13 @@ def main() -> None:
     if a.lpips:
         common += ["metrics.lpips.enabled=true", f"metrics.lpips.backbone_path={a.lpips}"]
     rows = {}
+    rho = [f"compression.channel_sparsity.rho={a.rho}"] if a.rho is not None else []
     rows["gan_slimming"] = run("gan_slimming", ["experiment=gan_slimming", *common, f"trainer.max_steps={a.steps}",
-                                                f"compression.channel_sparsity.target_macs={a.target_macs}"], out)
+                                                f"compression.channel_sparsity.target_macs={a.target_macs}", *rho],
+                               out)
+    if a.only_single:
+        (out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+        return
     t = rows["gan_slimming"]["teacher"]
     ratio = 1 - math.sqrt(rows["gan_slimming"]["cost"]["macs"] / t["macs"])  # MACs ~ width^2
     seq_common = [c for c in common if not c.startswith("compression.distill.teacher")]

@@ -187,7 +187,9 @@ def _keep_run_id(path: Path, lg: Any) -> None:
     from lightning_sr.fs import atomic_write
 
     try:
-        atomic_write(path, f"{lg.experiment.id}\n")
+        rid = getattr(lg.experiment, "id", None)
+        if isinstance(rid, str) and rid.strip():  # never replace a kept id by an empty one
+            atomic_write(path, f"{rid.strip()}\n")
     except Exception as e:  # losing the id only means a resumed run starts a new W&B run
         log.warning("could not keep the W&B run id in %s: %s", path, e)
 

@@ -230,3 +230,22 @@ def test_missing_torchao_is_one_line(monkeypatch):
     assert "\n" not in str(e.value) and "pip install" in str(e.value)
     with pytest.raises(ConfigError, match="compression=ptq needs torchao"):
         require_torchao("compression=ptq")
+
+
+def test_multi_exit_ptq_makes_every_exit_int8_and_evaluates_each(tiny_data, tmp_path):  # noqa: F811
+    """The multi-exit module: the captured graph returns every exit; the int8 model is evaluated on each."""
+    m = train(compose(SMOKE + tiny_data + ["model=multi_exit", "model.res_blocks=2", "model.exits=[1]",
+                                           "compression=ptq", "compression.ptq.compile=false",
+                                           "compression.ptq.calib_batches=2"], tmp_path))
+    q = m["int8"]
+    n_int8, n_convs = map(int, q["layers"]["convs_int8"].split("/"))
+    assert n_int8 == n_convs > 0
+    (s, ex), = q["exits"].items()  # one validation set; the early exit scored beside the main output
+    assert "exit1" in ex and "psnr" in ex["exit1"] and "psnr" in q["sets"][s]
+    gen, spec = load_generator(Path(q["artefact"]))
+    assert spec["arch"] == "multi_exit"
+    with torch.no_grad():
+        from lightning_sr.models import named_outputs
+
+        outs = named_outputs(gen, torch.rand(1, 3, 8, 8))
+    assert set(outs) == {"", "exit1"} and all(o.shape == (1, 3, 32, 32) for o in outs.values())

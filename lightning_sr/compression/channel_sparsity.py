@@ -437,7 +437,7 @@ class ChannelSparsity(L.Callback):
                       "removed_channels": {k: len(v) for k, v in removal.items() if v},
                       "pruned_out_channels": changed, "after": after}
         if self._dense_macs:
-            self.entry["macs_ratio"] = round(after["macs"] / self._dense_macs, 4)
+            self.entry["macs_ratio"] = round(macs_small(pl_module.generator) / self._dense_macs, 4)  # same input as the dense count
         _append_log(pl_module, self.entry)
         from lightning_sr.compression.common import adapt_generator_on_load
 
