@@ -36,6 +36,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     rec = build_generator({**SPEC, "channels": 64, "conv": "recycle"}).eval()
+    with torch.no_grad():  # non-trivial weights (a fresh SRResNet's tail is zero: every output would be the skip)
+        for p in rec.parameters():
+            p.normal_(0, 0.02)
     models = {"plain 64": build_generator({**SPEC, "channels": 64}).eval(), "recycled 64": rec,
               "materialised 64": materialize(rec).eval(), "plain 42": build_generator({**SPEC, "channels": 42}).eval()}
     x = torch.rand(1, 3, a.size, a.size)
