@@ -28,9 +28,12 @@ def _step_at(fraction, max_steps) -> int:
     two optimiser steps per batch), so one config serves the full run and its smoke variant."""
     from lightning_sr.errors import ConfigError
 
-    if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1 or not isinstance(max_steps, int):
-        raise ConfigError(f"lsr_step:{fraction},{max_steps}: give a fraction in [0, 1] of trainer.max_steps")
-    return 2 * int(round(fraction * max_steps / 2))
+    if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ConfigError(f"lsr_step:{fraction},...: give a fraction in [0, 1] of trainer.max_steps")
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 4:
+        raise ConfigError(f"trainer.max_steps={max_steps}: a step at {fraction} of the run needs a positive step "
+                          f"budget of at least 4; set trainer.max_steps=N")
+    return min(2 * int(fraction * max_steps // 2), max_steps - 2)  # even, and a batch before the end
 
 
 _register_resolvers()

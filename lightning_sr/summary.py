@@ -80,13 +80,14 @@ RATIO_KEYS = ("r_c", "r_s")
 
 def compression_ratios(metrics: dict[str, Any]) -> dict[str, float]:
     """GAN Slimming's ratios of a distilled run (a teacher in metrics.json): ``r_s`` = teacher MACs / the model's
-    MACs (same LR input), ``r_c`` = the teacher's fp32 bytes / the deployed model's bytes (the int8 artefact on disk
-    when the run made one, else the model's fp32 weights). Empty without a teacher."""
+    MACs (same LR input), ``r_c`` = the teacher's fp32 weight bytes / the deployed model's weight bytes (the int8
+    model's when the run made one, else its fp32 ones; both serialised state dicts: the int8 artefact on disk also
+    holds its graph, ``int8.size_mb``). Empty without a teacher."""
     teacher, cost, q = metrics.get("teacher") or {}, metrics.get("cost") or {}, metrics.get("int8") or {}
     out: dict[str, float] = {}
     if teacher.get("macs") and cost.get("macs"):
         out["r_s"] = round(teacher["macs"] / (q.get("macs") or cost["macs"]), 3)
-    size = q.get("size_mb") or cost.get("size_mb")
+    size = q.get("weights_mb") or q.get("size_mb") or cost.get("size_mb")  # weights vs weights (state-dict bytes)
     if teacher.get("size_mb") and size:
         out["r_c"] = round(teacher["size_mb"] / size, 3)
     return out

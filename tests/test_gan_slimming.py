@@ -3,6 +3,7 @@ from the callbacks by experiment=gan_slimming, ending in a physically slimmer in
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
@@ -35,8 +36,8 @@ def test_gan_slimming_ends_in_a_slim_int8_generator_with_r_c_and_r_s_and_resumes
         train(compose(args + ["+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=10"],
                       tmp_path))
     m = train(compose(args, tmp_path))  # the same command resumes: slim structure, QAT graph, then int8
+    assert [e["technique"] for e in m["compression"]] == ["distill", "channel_sparsity", "qat"]  # once each
     log = {e["technique"]: e for e in m["compression"]}
-    assert list(log) == ["distill", "channel_sparsity", "qat"]
     sp, q = log["channel_sparsity"], log["qat"]
     assert sp["at_step"] == 8 and sp["after"]["macs"] <= 0.5 * sp["before"]["macs"] * 1.05  # half the MACs
     assert m["int8"]["qat_steps"] == 4 and q["start_step"] == 8  # QAT joined after the removal, ran to the end
@@ -49,8 +50,15 @@ def test_gan_slimming_ends_in_a_slim_int8_generator_with_r_c_and_r_s_and_resumes
     assert (tmp_path / "checkpoints" / "int8.pt2").is_file()
     t = m["teacher"]
     assert m["r_s"] == pytest.approx(t["macs"] / m["cost"]["macs"], rel=1e-3) and m["r_s"] > 1.8
-    assert m["r_c"] == pytest.approx(t["size_mb"] / m["int8"]["size_mb"], rel=1e-2) and m["r_c"] > m["r_s"]
+    # r_c: weights vs weights (state-dict bytes), not the artefact file, which also holds the graph
+    assert m["r_c"] == pytest.approx(t["size_mb"] / m["int8"]["weights_mb"], rel=1e-2) and m["r_c"] > m["r_s"]
+    assert m["int8"]["weights_mb"] < m["int8"]["size_mb"]
     assert set(t["sets"]) == set(m["sets"]) >= {"embedded"} and "ssim" in t["sets"]["embedded"]  # teacher vs slim
+    # feature distillation trained the slimming phase and stopped when QAT captured the student; output goes on
+    rows = [r for f in sorted((tmp_path / "csv").glob("version_*/metrics.csv")) for r in csv.DictReader(f.open())]
+    feat = [int(r["step"]) for r in rows if r.get("train/distill/feature")]
+    out = [int(r["step"]) for r in rows if r.get("train/distill/output")]
+    assert feat and max(feat) < 4 <= max(out), (feat, out)  # logged per batch: SRGAN's step 8 is batch 4
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["r_c"] == m["r_c"] and saved["r_s"] == m["r_s"]
 
@@ -75,6 +83,16 @@ def test_qat_without_torchao_is_one_line(teacher, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"compression=qat needs torchao .*pip install 'torchao>=0.18'") as e:
         build_callbacks(compose(GS + [f"compression.distill.teacher={teacher}"], tmp_path))
     assert "\n" not in str(e.value)
+
+
+def test_steps_after_the_run_are_refused(teacher, tmp_path, capsys):
+    code, err = run_task_in_process(GS + [f"compression.distill.teacher={teacher}", "compression.qat.start_step=0",
+                                          "compression.channel_sparsity.prune_at_step=8"], tmp_path, capsys)
+    assert code == 2 and len(err) == 1 and "prune_at_step=8 is after the last step (trainer.max_steps=6)" in err[0]
+    code, err = run_task_in_process(GS + [f"compression.distill.teacher={teacher}", "compression.qat.start_step=5",
+                                          "compression.channel_sparsity.prune_at_step=4"], tmp_path / "b", capsys)
+    assert code == 2 and len(err) == 1  # SRGAN: batches start at even steps, so step 5 is the last batch's end
+    assert "start_step=5 is not before the last batch (trainer.max_steps=6, 2 optimiser step(s) per batch)" in err[0]
 
 
 def test_qat_while_gates_are_learned_is_refused(teacher, tmp_path, capsys):

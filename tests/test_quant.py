@@ -234,9 +234,15 @@ def test_missing_torchao_is_one_line(monkeypatch):
 
 def test_multi_exit_ptq_makes_every_exit_int8_and_evaluates_each(tiny_data, tmp_path):  # noqa: F811
     """The multi-exit module: the captured graph returns every exit; the int8 model is evaluated on each."""
-    m = train(compose(SMOKE + tiny_data + ["model=multi_exit", "model.res_blocks=2", "model.exits=[1]",
-                                           "compression=ptq", "compression.ptq.compile=false",
-                                           "compression.ptq.calib_batches=2"], tmp_path))
+    from lightning_sr.config import generator_spec
+    from lightning_sr.models import build_generator
+    from tests.compression_helpers import randomize
+
+    me = SMOKE + tiny_data + ["model=multi_exit", "model.res_blocks=2", "model.exits=[1]"]
+    spec = generator_spec(compose(me))
+    init = save_ckpt(randomize(build_generator(spec)), spec, tmp_path / "me.ckpt")  # two heads that differ
+    m = train(compose(me + [f"model.init_from={init}", "compression=ptq", "compression.ptq.compile=false",
+                            "compression.ptq.calib_batches=2"], tmp_path / "run"))
     q = m["int8"]
     n_int8, n_convs = map(int, q["layers"]["convs_int8"].split("/"))
     assert n_int8 == n_convs > 0
@@ -249,3 +255,5 @@ def test_multi_exit_ptq_makes_every_exit_int8_and_evaluates_each(tiny_data, tmp_
 
         outs = named_outputs(gen, torch.rand(1, 3, 8, 8))
     assert set(outs) == {"", "exit1"} and all(o.shape == (1, 3, 32, 32) for o in outs.values())
+    assert ex["exit1"]["psnr"] != q["sets"][s]["psnr"]  # two different heads, not one output under two names
+    assert not torch.equal(outs[""], outs["exit1"])

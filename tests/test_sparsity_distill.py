@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import lightning as L
 import pytest
 import torch
 
@@ -193,3 +194,25 @@ def test_mac_counter_equals_the_pruned_model():
         predicted = MacCounter(g, groups).macs(removal)
         remove_channels(g, groups, removal)
         assert predicted == macs_small(g)
+
+
+class LrProbe(L.Callback):
+    """Records the generator's learning rate at every training batch."""
+
+    lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        LrProbe.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_a_mid_run_removal_keeps_the_lr_schedule_where_it_was(ckpts, tmp_path):
+    """Pruning at step 3 rebuilds the optimiser over the new tensors; the cosine schedule goes on (no restart)."""
+    student, _ = ckpts
+    LrProbe.lrs = []
+    m = train(compose(BASE + [f"model.init_from={student}", "compression=channel_sparsity",
+                              "compression.channel_sparsity.target_macs=0.5", "compression.channel_sparsity.prune_at_step=3",
+                              "trainer.max_steps=6", "+callbacks.lr_probe._target_=tests.test_sparsity_distill.LrProbe"],
+                      tmp_path))
+    assert m["compression"][0]["at_step"] == 3 and len(LrProbe.lrs) == 6
+    lrs = LrProbe.lrs
+    assert all(b < a for a, b in zip(lrs, lrs[1:], strict=False)), lrs  # strictly decreasing: never back to the top

@@ -52,6 +52,7 @@ from lightning_sr.compression.common import (
     check_choice,
     evaluate_psnr,
     generator_of,
+    rebuild_optimizers,
     restore_structure,
 )
 from lightning_sr.errors import require
@@ -446,7 +447,7 @@ class ChannelSparsity(L.Callback):
                             if k in after})
         log.info("%s: pruned at step %d: %s", KEY, trainer.global_step, _short(after))
         if trainer.max_steps and trainer.global_step < trainer.max_steps:  # fine-tuning goes on: new parameters
-            trainer.strategy.setup_optimizers(trainer)
+            rebuild_optimizers(trainer)  # new parameters; the LR schedule goes on where it was
 
     # ----- what is logged --------------------------------------------------------------------------------------------
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -255,6 +255,33 @@ class StructuralCompression(L.Callback):
                 log.warning("could not log compression metrics to %s: %s", type(lg).__name__, e)
 
 
+def rebuild_optimizers(trainer: L.Trainer) -> None:
+    """New optimisers after a callback replaced parameters mid-run (channels removed, QAT's graph), without
+    restarting the run: every LR scheduler keeps its position (its state is carried over and the new groups take
+    its current rates), and an optimiser whose parameters did not change (SRGAN's discriminator) keeps its state."""
+    old_opts = [(tuple(id(p) for g in o.param_groups for p in g["params"]), o.state_dict()) for o in trainer.optimizers]
+    old_scheds = [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs]
+    trainer.strategy.setup_optimizers(trainer)
+    for o, (ids, state) in zip(trainer.optimizers, old_opts, strict=False):
+        if tuple(id(p) for g in o.param_groups for p in g["params"]) == ids:
+            o.load_state_dict(state)
+    for c, state in zip(trainer.lr_scheduler_configs, old_scheds, strict=False):
+        sch = c.scheduler
+        groups = sch.optimizer.param_groups
+        if len(state.get("base_lrs", [])) == len(groups):
+            sch.load_state_dict(state)
+            lrs = list(sch.get_last_lr())
+        else:  # other parameter groups (a callback's own group went away): the same position, the closed form
+            sch.last_epoch = int(state.get("last_epoch", sch.last_epoch))
+            sch._step_count = int(state.get("_step_count", getattr(sch, "_step_count", 1)))
+            closed = getattr(sch, "_get_closed_form_lr", None)
+            lrs = list(closed()) if closed else list(sch.get_last_lr())
+            lrs = [0.0 if base == 0 else lr for base, lr in zip(sch.base_lrs, lrs, strict=False)]
+            sch._last_lr = lrs
+        for g, lr in zip(groups, lrs, strict=False):
+            g["lr"] = lr
+
+
 def _append_log(pl_module: L.LightningModule, entry: dict[str, Any]) -> None:
     logs = getattr(pl_module, "compression_log", None)
     if logs is None:

@@ -144,8 +144,9 @@ class Distillation(L.Callback):
 
         student = pl_module.generator
         if isinstance(student, GraphGenerator) and (self.feature_pairs or self.fakd_pairs):
-            log.warning("%s: the student is a captured graph (a run resumed during QAT): its layers are not "
-                        "observable; feature distillation is off, output distillation goes on", KEY)
+            log.warning("%s: the student is a captured graph (QAT captured it before training, or the run resumed "
+                        "during QAT): its layers are not observable; feature distillation is off, output "
+                        "distillation goes on", KEY)
             self._graph_warned = True
             return
         device = next(student.parameters()).device
@@ -257,6 +258,9 @@ class Distillation(L.Callback):
             self._opt = torch.optim.Adam(self.adapters.parameters(), lr=self.adapter_lr)
             if self._opt_state:
                 self._opt.load_state_dict(self._opt_state)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._feats["student"] = {}  # this batch's features only (never an evaluation's)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._opt is None:

@@ -35,7 +35,14 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_sr.compression.common import _append_log, _short, check, evaluate_psnr, generator_of
+from lightning_sr.compression.common import (
+    _append_log,
+    _short,
+    check,
+    evaluate_psnr,
+    generator_of,
+    rebuild_optimizers,
+)
 from lightning_sr.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -284,7 +291,7 @@ class QAT(Quantization):
 
             state = (read_checkpoint(str(resume), "resumed checkpoint").get("callbacks") or {}).get(self.state_key)
             self.load_state_dict(state or {})
-        if self.start_step is None and self.join_step > int(trainer.global_step if not resume else 0):
+        if self.start_step is None and self.join_step > 0:
             log.info("%s: QAT joins at step %d (until then the generator trains in fp32)", self.name, self.join_step)
             return  # captured in on_train_batch_start when the step is reached
         self.capture(trainer, pl_module, resumed=bool(resume) and self.start_step is not None)
@@ -292,9 +299,12 @@ class QAT(Quantization):
     def check_after_structure(self, trainer: L.Trainer) -> None:
         """QAT joins after every structural change: mid-run channel removal (channel sparsity) must come first, and
         a generator replaced mid-run cannot be re-wrapped by DDP."""
-        require(not trainer.max_steps or trainer.max_steps < 0 or self.join_step < trainer.max_steps,
-                f"{self.key}.start_step={self.join_step} is not before the last step (trainer.max_steps="
-                f"{trainer.max_steps}): QAT would never train; use a smaller start_step (0: from the start)")
+        spb = max(1, int(getattr(trainer.lightning_module, "optimizer_steps_per_batch", 1) or 1))
+        first = -(-self.join_step // spb) * spb  # batches start at multiples of the optimiser steps per batch
+        require(not trainer.max_steps or trainer.max_steps < 0 or first < trainer.max_steps,
+                f"{self.key}.start_step={self.join_step} is not before the last batch (trainer.max_steps="
+                f"{trainer.max_steps}, {spb} optimiser step(s) per batch): QAT would never train; use a smaller "
+                f"start_step (0: from the start)")
         require(not (self.join_step > 0 and trainer.world_size > 1),
                 f"{self.key}.start_step={self.join_step} replaces the generator in the middle of a multi-process run "
                 f"(DDP wraps it once); use start_step=0, or join on one device")
@@ -303,7 +313,7 @@ class QAT(Quantization):
                 at = cb.prune_at_step
                 require(at is not None and at <= self.join_step,
                         f"{self.key}.start_step={self.join_step} would quantize while channel gates are still learned"
-                        f" (compression.channel_sparsity.prune_at_step={at}: the channels are removed "
+                        f" (compression.channel_sparsity.prune_at_step={'null' if at is None else at}: the channels are removed "
                         f"{'at the last step' if at is None else f'at step {at}'}), and the x86 quantizer cannot "
                         f"annotate gated convolutions; set compression.channel_sparsity.prune_at_step=N and "
                         f"compression.qat.start_step>=N (QAT trains the slim structure)")
@@ -343,7 +353,7 @@ class QAT(Quantization):
         if gm is None:
             if self.start_step is None and not self.finished and trainer.global_step >= self.join_step:
                 self.capture(trainer, pl_module, resumed=False)  # QAT joins after the warm-up
-                trainer.strategy.setup_optimizers(trainer)  # the graph's parameters replace the generator's
+                rebuild_optimizers(trainer)  # new parameters; the LR schedule goes on where it was
                 gm = self.prepared(pl_module)
             if gm is None:
                 return
@@ -368,6 +378,9 @@ class QAT(Quantization):
         from lightning_sr.models import build_generator
 
         prepared = self.prepared(pl_module)
+        if self.start_step is None and not self.finished:
+            log.warning("%s: the run ended at step %d before QAT joined (start_step=%d): no int8 model", self.key,
+                        trainer.global_step, self.join_step)
         if prepared is None or self.finished:
             return
         wrapper = pl_module.generator
