@@ -86,16 +86,21 @@ def load_checkpoint(path: Path) -> Deployable:
     return Deployable(model.eval(), spec, int(spec["scale"]), path, "checkpoint")
 
 
+def torch_export_load(path: str | Path, extra: dict | None = None):
+    """``torch.export.load`` that also reads int8 programs (torchao's quantized ops registered on demand)."""
+    try:
+        return torch.export.load(str(path), extra_files=extra)
+    except Exception:  # programs with torchao's quantized ops need them registered first
+        import torchao.quantization  # noqa: F401
+
+        return torch.export.load(str(path), extra_files=extra)
+
+
 def load_exported_program(path: Path) -> Deployable:
     """A ``torch.export`` program saved with :data:`SPEC_FILE` (``export format=exported_program``)."""
     extra = {SPEC_FILE: "", EXPORT_FILE: ""}
     try:
-        try:
-            ep = torch.export.load(str(path), extra_files=extra)
-        except Exception:  # programs with torchao's quantized ops need them registered first
-            import torchao.quantization  # noqa: F401
-
-            ep = torch.export.load(str(path), extra_files=extra)
+        ep = torch_export_load(path, extra)
     except Exception as e:
         raise WeightsError(f"cannot load {path} with torch.export.load: {type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -155,5 +160,5 @@ def _register_builtin_materializers() -> None:
 _register_builtin_materializers()
 
 
-__all__ = ["Deployable", "EXPORT_FILE", "LOADERS", "MATERIALIZERS", "SPEC_FILE", "export_ready", "load_checkpoint",
+__all__ = ["Deployable", "EXPORT_FILE", "torch_export_load", "LOADERS", "MATERIALIZERS", "SPEC_FILE", "export_ready", "load_checkpoint",
            "load_deployable", "load_exported_program", "register_loader", "register_materializer"]

@@ -60,7 +60,7 @@ from torch import nn
 
 from lightning_sr.checkpoint import ARCH_KEY, PREFIX, load_generator
 from lightning_sr.cli import parse_bool, parse_key_values
-from lightning_sr.deploy import EXPORT_FILE, SPEC_FILE, export_ready, load_deployable
+from lightning_sr.deploy import EXPORT_FILE, SPEC_FILE, export_ready, load_deployable, torch_export_load
 from lightning_sr.errors import LightningSRError, require
 from lightning_sr.fs import atomic_torch_save, atomic_write
 from lightning_sr.inference import is_recurrent
@@ -154,22 +154,13 @@ def pass_through(src: Path, fmt: str, out: Path, exit: int | str | None) -> tupl
     require(exit in (None, ""), f"exit={exit} needs the multi-exit .ckpt; a .pt2 holds one model (leave exit= out)")
     dep = load_deployable(src)
     extra = {SPEC_FILE: "", EXPORT_FILE: ""}
-    ep = _load_program(src, extra)
+    ep = torch_export_load(src, extra)
     meta = {**export_meta(dep.spec, ["lr"], fmt, src, None), **{k: v for k, v in dep.meta.items() if k not in
                                                                 ("format", "source")}}
     buf = io.BytesIO()
     torch.export.save(ep, buf, extra_files={SPEC_FILE: json.dumps(dep.spec), EXPORT_FILE: json.dumps(meta)})
     atomic_write(out, buf.getvalue())
     return dep.module, dict(dep.spec), ["lr"]
-
-
-def _load_program(path: Path, extra: dict | None = None):
-    try:
-        return torch.export.load(str(path), extra_files=extra)
-    except Exception:  # programs with torchao's quantized ops need them registered first
-        import torchao.quantization  # noqa: F401
-
-        return torch.export.load(str(path), extra_files=extra)
 
 
 def example_inputs(names: list[str], scale: int, n: int = 2, h: int = 20, w: int = 28,
@@ -245,7 +236,7 @@ def load_exported(path: Path, fmt: str):
     if fmt == "torchscript":
         ts = _jit_load(path)
         return lambda *xs: ts(*xs).detach().numpy()
-    ep = _load_program(path).module()
+    ep = torch_export_load(path).module()
     return lambda *xs: ep(*xs).detach().numpy()
 
 
@@ -267,7 +258,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         return {k: json.loads(props[k]) for k in (ARCH_KEY, EXPORT_KEY) if k in props}
     extra = {SPEC_FILE: "", EXPORT_FILE: ""}
     if p.suffix == ".pt2":
-        _load_program(p, extra)
+        torch_export_load(p, extra)
     else:
         _jit_load(p, extra)
     return {ARCH_KEY: json.loads(extra[SPEC_FILE]), EXPORT_KEY: json.loads(extra[EXPORT_FILE])}
