@@ -89,13 +89,19 @@ def load_int8(path: str | Path, expect_arch: str | None = None, expect_scale: in
 
     model, meta = read_int8(path, what)
     spec = {**dict(meta["generator"]), "_int8": True}
-    if expect_arch is not None and spec.get("arch") != expect_arch:
-        raise ConfigError(f"{what} {path} holds an int8 {spec.get('arch')!r} generator but model.arch="
-                          f"{expect_arch!r}; choose the matching model config")
-    if expect_scale is not None and spec.get("scale") not in (None, expect_scale):
-        raise ConfigError(f"{what} {path} is a x{spec.get('scale')} int8 model but scale={expect_scale}; "
-                          f"set scale={spec.get('scale')}")
+    check_spec(spec, path, expect_arch, expect_scale, what, "int8 ")
     return model, spec
+
+
+def check_spec(spec: dict[str, Any], path: str | Path, expect_arch: str | None, expect_scale: int | None,
+               what: str, kind: str = "") -> None:
+    """One line when a saved generator's architecture or scale is not the one asked for (``kind``: "int8 ")."""
+    if expect_arch is not None and spec.get("arch") != expect_arch:
+        raise ConfigError(f"{what} {path} holds {'an' if kind else 'a'} {kind}{spec.get('arch')!r} generator but "
+                          f"model.arch={expect_arch!r}; choose the matching model config")
+    if expect_scale is not None and spec.get("scale") not in (None, expect_scale):
+        raise ConfigError(f"{what} {path} is a x{spec.get('scale')} {kind}model but scale={expect_scale}; "
+                          f"set scale={spec.get('scale')}")
 
 
 def generator_from_checkpoint(ckpt: dict[str, Any], path: str | Path, expect_arch: str | None = None,
@@ -103,12 +109,7 @@ def generator_from_checkpoint(ckpt: dict[str, Any], path: str | Path, expect_arc
                               ) -> tuple[nn.Module, dict[str, Any]]:
     """:func:`load_generator` for a checkpoint already read with :func:`read_checkpoint`."""
     spec = dict(ckpt[ARCH_KEY])
-    if expect_arch is not None and spec.get("arch") != expect_arch:
-        raise ConfigError(f"{what} {path} holds a {spec.get('arch')!r} generator but model.arch={expect_arch!r}; "
-                          f"choose the matching model config")
-    if expect_scale is not None and spec.get("scale") not in (None, expect_scale):
-        raise ConfigError(f"{what} {path} is a x{spec.get('scale')} model but scale={expect_scale}; "
-                          f"set scale={spec.get('scale')}")
+    check_spec(spec, path, expect_arch, expect_scale, what)
     model = build_generator(spec)
     state = generator_state(ckpt)
     if ckpt.get(QAT_KEY):

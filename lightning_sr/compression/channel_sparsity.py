@@ -52,8 +52,10 @@ from lightning_sr.compression.common import (
     check_choice,
     evaluate_psnr,
     generator_of,
+    log_values,
     rebuild_optimizers,
     restore_structure,
+    resumed_state,
 )
 from lightning_sr.errors import require
 from lightning_sr.models import is_conv
@@ -261,9 +263,7 @@ class ChannelSparsity(L.Callback):
             return
         resume = trainer.ckpt_path
         if resume:
-            from lightning_sr.checkpoint import read_checkpoint
-
-            state = (read_checkpoint(resume, "resumed checkpoint").get("callbacks") or {}).get(self.state_key) or {}
+            state = resumed_state(resume, self.state_key)
             if state.get("pruned"):  # pruned mid-run: the checkpoint holds the pruned structure, without gates
                 restore_structure(pl_module, str(resume))
                 self.load_state_dict(state)
@@ -472,11 +472,7 @@ class ChannelSparsity(L.Callback):
 
     @staticmethod
     def _log(trainer: L.Trainer, values: dict[str, float]) -> None:
-        for lg in trainer.loggers:
-            try:
-                lg.log_metrics(values, step=trainer.global_step)
-            except Exception as e:  # a logger hiccup never stops training
-                log.warning("could not log sparsity metrics to %s: %s", type(lg).__name__, e)
+        log_values(trainer, values, "sparsity")
 
     # ----- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -248,11 +249,23 @@ class StructuralCompression(L.Callback):
                     flat[f"compression/{self.name}/{k}_{when}"] = float(m[k])
             for s, v in (m.get("sets") or {}).items():
                 flat[f"compression/{self.name}/{s}/psnr_{when}"] = float(v)
-        for lg in trainer.loggers:
-            try:
-                lg.log_metrics(flat, step=trainer.global_step)
-            except Exception as e:  # a logger hiccup never stops training
-                log.warning("could not log compression metrics to %s: %s", type(lg).__name__, e)
+        log_values(trainer, flat, "compression")
+
+
+def log_values(trainer: L.Trainer, values: dict[str, float], what: str) -> None:
+    """``values`` to every logger at the current step; a logger hiccup never stops training."""
+    for lg in trainer.loggers:
+        try:
+            lg.log_metrics(values, step=trainer.global_step)
+        except Exception as e:
+            log.warning("could not log %s metrics to %s: %s", what, type(lg).__name__, e)
+
+
+def resumed_state(ckpt_path: str | Path, state_key: str) -> dict[str, Any]:
+    """A callback's state in the checkpoint a run resumes from (empty when it has none)."""
+    from lightning_sr.checkpoint import read_checkpoint
+
+    return (read_checkpoint(str(ckpt_path), "resumed checkpoint").get("callbacks") or {}).get(state_key) or {}
 
 
 def rebuild_optimizers(trainer: L.Trainer) -> None:

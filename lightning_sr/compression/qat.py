@@ -41,7 +41,9 @@ from lightning_sr.compression.common import (
     check,
     evaluate_psnr,
     generator_of,
+    log_values,
     rebuild_optimizers,
+    resumed_state,
 )
 from lightning_sr.errors import ConfigError, require
 
@@ -233,11 +235,7 @@ class Quantization(L.Callback):
                 if k in results}
         flat.update({f"int8/{s}/{m}": float(v) for s, ms in (results.get("sets") or {}).items()
                      for m, v in ms.items() if m != "images"})
-        for lg in trainer.loggers:
-            try:
-                lg.log_metrics(flat, step=trainer.global_step)
-            except Exception as e:  # a logger hiccup never stops training
-                log.warning("could not log int8 metrics to %s: %s", type(lg).__name__, e)
+        log_values(trainer, flat, "int8")
 
     # ----- state -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -287,10 +285,7 @@ class QAT(Quantization):
         self.check_after_structure(trainer)
         resume = trainer.ckpt_path
         if resume:
-            from lightning_sr.checkpoint import read_checkpoint
-
-            state = (read_checkpoint(str(resume), "resumed checkpoint").get("callbacks") or {}).get(self.state_key)
-            self.load_state_dict(state or {})
+            self.load_state_dict(resumed_state(resume, self.state_key))
         if self.start_step is None and self.join_step > 0:
             log.info("%s: QAT joins at step %d (until then the generator trains in fp32)", self.name, self.join_step)
             return  # captured in on_train_batch_start when the step is reached
@@ -308,8 +303,10 @@ class QAT(Quantization):
         require(not (self.join_step > 0 and trainer.world_size > 1),
                 f"{self.key}.start_step={self.join_step} replaces the generator in the middle of a multi-process run "
                 f"(DDP wraps it once); use start_step=0, or join on one device")
+        from lightning_sr.compression.channel_sparsity import ChannelSparsity
+
         for cb in trainer.callbacks:
-            if type(cb).__name__ == "ChannelSparsity" and not getattr(cb, "pruned", False):
+            if isinstance(cb, ChannelSparsity) and not cb.pruned:
                 at = cb.prune_at_step
                 require(at is not None and at <= self.join_step,
                         f"{self.key}.start_step={self.join_step} would quantize while channel gates are still learned"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ class Job:
             return self.choices.get(key)
         return v
 
-    @property
+    @cached_property
     def choices(self) -> dict[str, str]:
         """Hydra's config-group choices of the job (``.hydra/hydra.yaml`` runtime.choices)."""
         from omegaconf import OmegaConf
