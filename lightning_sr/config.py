@@ -65,6 +65,7 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
             check_init_from(cfg)
     if need_train:
         validate_data_config(cfg.data, scale)
+        check_skip_alignment(cfg)
         t = cfg.trainer
         ms = t.get("max_steps", -1)
         require(ms is None or ms == -1 or ms > 0, f"trainer.max_steps={ms} is impossible; use a positive integer")
@@ -74,6 +75,21 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
                 "trainer=ddp_cpu or trainer.sync_batchnorm=false")
     tile = cfg.get("val", {}).get("tile", 0) or 0
     require(tile >= 0, f"val.tile={tile} is impossible; use 0 (whole images) or a positive LR tile size")
+
+
+def check_skip_alignment(cfg: DictConfig) -> None:
+    """A video generator's bicubic skip must sample the LR image where the data's degradation put its pixels (a
+    corner-aligned skip on bicubic data is 1.5 HR pixels off, and the network spends capacity undoing it)."""
+    from lightning_sr.data.video import lr_align
+
+    skip = cfg.model.get("skip_align")
+    if skip is None or "lr_align" not in cfg.data:
+        return
+    data_align = lr_align(cfg.data)
+    require(skip == data_align,
+            f"model.skip_align={skip} but data.degradation={cfg.data.get('degradation')} puts LR pixels at the "
+            f"{data_align} of their HR cell (data.lr_align={cfg.data.get('lr_align')}); use "
+            f"model.skip_align={data_align}, or a degradation that matches ({'gaussian' if skip == 'corner' else 'bicubic'})")
 
 
 def check_recycled(gen, spec: dict[str, Any]) -> None:

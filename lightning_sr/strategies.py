@@ -21,8 +21,11 @@ import os
 import subprocess
 import sys
 
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from lightning_sr.models.gates import carry_gates, gates_by_name
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,33 @@ class HydraDDPStrategy(DDPStrategy):
                      type(lm).__name__)
             self._ddp_kwargs["find_unused_parameters"] = True
         return super()._setup_model(model)
+
+
+class GateKeepingSyncBatchNorm(TorchSyncBatchNorm):
+    """Lightning's ``sync_batchnorm`` conversion (and its revert at teardown) keeping channel gates
+    (:mod:`lightning_sr.models.gates`): the plain conversion replaces every BatchNorm by a new module and copies
+    only its weight, bias and statistics, so the gates that channel sparsity puts on BatchNorms -- and their
+    hooks -- would vanish from the model while the callback went on shrinking orphaned copies."""
+
+    def apply(self, model):
+        gates = gates_by_name(model)
+        model = super().apply(model)
+        carry_gates(model, gates)
+        return model
+
+    def revert(self, model):
+        gates = gates_by_name(model)
+        model = super().revert(model)
+        carry_gates(model, gates)
+        return model
+
+
+def keep_gates_through_layer_sync(strategy) -> None:
+    """Make ``strategy``'s BatchNorm conversion (if it has one) keep channel gates; called by the callbacks that
+    gate BatchNorms from their ``setup``, which Lightning runs before the strategy converts the model."""
+    sync = getattr(strategy, "_layer_sync", None)
+    if type(sync) is TorchSyncBatchNorm:
+        strategy._layer_sync = GateKeepingSyncBatchNorm()
 
 
 def end_process_group() -> None:

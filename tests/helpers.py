@@ -71,3 +71,20 @@ class GanStepProbe(L.Callback):
             info[f"{net}_requires_grad"] = any(p.requires_grad for p in params)
             info[f"{net}_has_grad"] = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
         self.steps.append(info)
+
+
+class GateRecorder(L.Callback):
+    """Records every channel gate's value and gradient at the end of each training batch, before the channel
+    sparsity callback (placed after this one) steps its optimiser and applies the soft threshold."""
+
+    records: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        from lightning_sr.models.gates import GATE, gated_modules
+
+        seen = {}
+        for _, m in gated_modules(pl_module.generator):
+            g = getattr(m, GATE)
+            if id(g) not in seen:
+                seen[id(g)] = (g.detach().clone(), None if g.grad is None else g.grad.detach().clone())
+        GateRecorder.records.append({"step": trainer.global_step, "gates": list(seen.values())})

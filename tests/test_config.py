@@ -56,3 +56,19 @@ def test_every_bad_value_is_one_line_before_training(tmp_path, capsys, override,
     assert code == 2 and len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "checkpoints").exists()
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["data.degradation=bicubic"], "model.skip_align=corner but data.degradation=bicubic puts LR pixels at the center"),
+    (["model.skip_align=center"], "model.skip_align=center but data.degradation=gaussian puts LR pixels at the corner"),
+    (["data.degradation=bicubic", "data.lr_align=corner", "model.skip_align=center"], "data.lr_align=corner"),
+])
+def test_a_video_skip_aligned_unlike_the_data_is_one_line(tmp_path, capsys, overrides, needle):
+    code, err = run_task_in_process([*SMOKE, "model=frvsr", "data=embedded_video", *overrides], tmp_path, capsys)
+    lines = [ln for ln in err if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+
+
+def test_matching_video_alignments_are_accepted():
+    for extra in ([], ["data.degradation=bicubic", "model.skip_align=center"]):
+        validate_config(compose(["model=frvsr", "data=embedded_video", *extra]))

@@ -1,6 +1,7 @@
 """Data: decoding once, aligned patches, presets, and every kind of bad input."""
 
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,29 @@ def test_patches_are_aligned_and_augmented(tmp_path):
     assert hits
     t, c = hits[0]
     assert torch.equal(p.hr[:, t * 4:t * 4 + 32, c * 4:c * 4 + 32].float() / 255, s["hr"])
+
+
+@pytest.mark.parametrize("kind,scale", [("bicubic", 4), ("bd", 4), ("bd", 3), ("gaussian", 4), ("bd", 2)])
+def test_every_augmented_patch_is_the_degradation_of_its_hr_patch(tmp_path, kind, scale):
+    """degrade(aug(HR)) == aug(LR) for every flip/rotation the training data draws, for every degradation (away
+    from the patch border, where degrading a patch and cropping the degraded image see different neighbours)."""
+    (tmp_path / "hr").mkdir()
+    _img(tmp_path / "hr" / "a.png", 12 * scale, 14 * scale)
+    dm = SRDataModule(_cfg(tmp_path / "hr", patch_size=8 * scale, iters_per_epoch=64, batch_size=1, degradation=kind, val_split=0,
+                           blur_sigma=1.5 if kind == "gaussian" else 1.6), scale=scale)
+    dm.setup("fit")
+    ds, combos = dm.train_set, set()
+    m = 2  # LR pixels: the widest kernel (bicubic x4, 16 HR taps) reaches 2 LR pixels into the patch
+    for i in range(64):
+        rng = random.Random(ds.seed * 1_000_003 + i)  # the sample's draws: crop (2), then flips and transpose
+        rng.random(), rng.random()
+        combos.add(tuple(rng.random() < 0.5 for _ in range(3)))
+        smp = ds[i]
+        lr = smp["lr"] * 255
+        ref = degrade(smp["hr"].double() * 255, scale, kind, 1.5 if kind == "gaussian" else 1.6)
+        diff = float((ref[:, m:-m, m:-m] - lr[:, m:-m, m:-m].double()).abs().max())
+        assert diff <= 0.5 + 1e-6, (i, diff)  # the stored LR is the degradation rounded to 8 bits
+    assert len(combos) == 8  # every flip / transpose combination was drawn and checked
 
 
 def test_bd_degradation_differs_from_bicubic():

@@ -101,3 +101,18 @@ def test_qat_while_gates_are_learned_is_refused(teacher, tmp_path, capsys):
     assert code == 2 and len(err) == 1
     assert "compression.qat.start_step=0 would quantize while channel gates are still learned" in err[0]
     assert "compression.qat.start_step>=N" in err[0]
+
+
+def test_the_smoke_run_slims_and_logs_the_gate_distribution_at_every_validation(teacher, tmp_path):
+    """profile=smoke removes channels to a MAC budget (its budget is too short for any gate to reach the
+    threshold), and every validation before the removal logs how many gates are below it and the MACs if pruned."""
+    args = GS + [f"compression.distill.teacher={teacher}", "trainer.max_steps=12", "trainer.val_check_interval=2"]
+    assert compose(args, tmp_path).compression.channel_sparsity.target_macs == 0.5  # from profile=smoke
+    m = train(compose(args, tmp_path))
+    assert m["r_s"] > 1.8  # it slimmed
+    rows = [r for f in sorted((tmp_path / "csv").glob("version_*/metrics.csv")) for r in csv.DictReader(f.open())]
+    logged = [r for r in rows if r.get("sparsity/macs_ratio_if_pruned")]
+    assert logged, "no gate distribution logged"
+    for r in logged:
+        assert float(r["sparsity/gates"]) > 0 and 0 <= float(r["sparsity/below_threshold"]) <= float(r["sparsity/gates"])
+        assert 0.45 <= float(r["sparsity/macs_ratio_if_pruned"]) <= 0.55  # the MAC target's removal, if made now

@@ -6,10 +6,13 @@ another; every upsampler stage's shuffled channels another) gets one learnable g
 (:mod:`lightning_sr.models.gates`): the output of every layer that writes the group's channels is multiplied by it,
 right after the convolution, or after its BatchNorm when one follows (the gate then scales the BatchNorm's weight and
 bias: the BatchNorm weights become the gates when it is folded). The trunk is included: GAN Slimming never prunes
-it, we do. Gates start at 1, live on an optimiser of their own (Adam, ``gate_lr``) and are pushed to zero by
-``method``:
+it, we do. Gates start at 1, live on an optimiser of their own (``gate_optimizer``: ``sgd``, GAN Slimming's
+``gs.py``: momentum 0.5, ``gate_lr`` 0.1, cosine-annealed to 0 over the gating phase; or ``adam``, constant
+``gate_lr`` 0.01, which is not a proximal-gradient method for the L1 objective: its step does not scale with the
+gradient) and are pushed to zero by ``method``:
 
-* ``proximal`` (GAN Slimming, default): after every step a soft threshold, ``g <- sign(g) max(|g| - rho lr, 0)``;
+* ``proximal`` (GAN Slimming, default): after every step a soft threshold, ``g <- sign(g) max(|g| - rho lr, 0)``
+  with the gate optimiser's current ``lr`` (a proximal-gradient step for ``rho * sum |g|``);
 * ``l1`` (network slimming): a loss term ``sparsity/l1 = rho * sum |g|`` through the modules' loss hook;
 * ``growing_reg`` (ASSL / SRP): no gates; the channels to remove are chosen at the start (smallest L1 norm of the
   group's filters, the same channels in every layer of a residual-coupled group, until the MAC budget
@@ -31,6 +34,7 @@ gates under ``threshold`` per group (``sparsity/<group>/below``), and the MACs t
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +63,15 @@ from lightning_sr.compression.common import (
 )
 from lightning_sr.errors import require
 from lightning_sr.models import is_conv
-from lightning_sr.models.gates import attach_gate, detach_gate, fold_all_gates
+from lightning_sr.models.gates import GATE, attach_gate, detach_gate, fold_all_gates
+from lightning_sr.strategies import keep_gates_through_layer_sync
 
 log = logging.getLogger(__name__)
 
 KEY = "compression.channel_sparsity"
 METHODS = ("proximal", "l1", "growing_reg")
+GATE_OPTIMIZERS = {"sgd": 0.1, "adam": 0.01}  # name: default gate_lr (GAN Slimming's gs.py: SGD, lr 0.1, momentum 0.5)
+GATE_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -80,6 +87,15 @@ class Group:
     stage: tuple | None = None             # (stage, consumer) for a PixelShuffle stage
     gate: nn.Parameter | None = None
     chosen: list[int] = field(default_factory=list)  # growing_reg: channels to remove
+    writer_names: list[str] = field(default_factory=list)  # the writers' names in the generator (they may be replaced)
+
+
+def out_filters(conv: nn.Module) -> torch.Tensor:
+    """``conv``'s weight with its output channels first (a transposed convolution stores (in, out/groups, k, k))."""
+    w = conv.weight
+    require(not isinstance(conv, nn.ConvTranspose2d) or conv.groups == 1,
+            f"{KEY}: grouped transposed convolutions are not supported ({type(conv).__name__}, groups={conv.groups})")
+    return w.transpose(0, 1) if isinstance(conv, nn.ConvTranspose2d) else w
 
 
 def _next_sibling(model: nn.Module, module: nn.Module) -> nn.Module | None:
@@ -126,6 +142,8 @@ def find_groups(gen: nn.Module, protect) -> list[Group]:
     for name, st, cons in plan.stages:
         r2 = st[1].upscale_factor ** 2
         groups.append(Group(name, st[0].out_channels // r2, [(st[0], r2)], [(st[0], r2)], [cons], stage=(st, cons)))
+    for g in groups:
+        g.writer_names = [names[w] for w, _ in g.writers]
     return groups
 
 
@@ -145,7 +163,9 @@ class MacCounter:
         def hook(m, i, o):
             k = m.weight.shape[2] * m.weight.shape[3]
             cin = m.in_channels // m.groups
-            seen[m] = seen.get(m, 0) + cin * m.out_channels * k * o.shape[-1] * o.shape[-2] * o.shape[0]
+            # as PyTorch's flop counter: a convolution visits its output positions, a transposed one its input's
+            pos = i[0] if isinstance(m, nn.ConvTranspose2d) else o
+            seen[m] = seen.get(m, 0) + cin * m.out_channels * k * pos.shape[-1] * pos.shape[-2] * pos.shape[0]
 
         handles = [m.register_forward_hook(hook) for m in convs]
         total = macs_small(gen)  # the same pass, with the flop counter: the hooks see every call
@@ -210,14 +230,20 @@ class ChannelSparsity(L.Callback):
 
     name = "channel_sparsity"
 
-    def __init__(self, method: str = "proximal", rho: float = 0.01, gate_lr: float = 1e-2,
+    def __init__(self, method: str = "proximal", rho: float = 0.01, gate_lr: float | None = None,
+                 gate_optimizer: str = "sgd", gate_momentum: float = 0.5, gate_schedule: str = "cosine",
                  threshold: float | None = 0.05, target_macs: float | None = None, prune_at_step: int | None = None,
                  protect: list[str] | None = None, reg_step: float = 1e-4, reg_interval: int = 10,
                  reg_tolerance: float = 1e-3, evaluate: bool = True, eval_images: int | None = None):
         check_choice(f"{KEY}.method", method, METHODS)
         check(isinstance(rho, (int, float)) and not isinstance(rho, bool) and rho >= 0, f"{KEY}.rho", rho,
               "is impossible; use a sparsity strength >= 0 (GAN Slimming's default is 0.01)")
-        check(isinstance(gate_lr, (int, float)) and gate_lr > 0, f"{KEY}.gate_lr", gate_lr, "must be > 0")
+        check_choice(f"{KEY}.gate_optimizer", gate_optimizer, GATE_OPTIMIZERS)
+        check_choice(f"{KEY}.gate_schedule", gate_schedule, GATE_SCHEDULES)
+        check(gate_lr is None or (isinstance(gate_lr, (int, float)) and gate_lr > 0), f"{KEY}.gate_lr", gate_lr,
+              "must be > 0, or null (the optimiser's default: sgd 0.1, adam 0.01)")
+        check(isinstance(gate_momentum, (int, float)) and 0 <= gate_momentum < 1, f"{KEY}.gate_momentum",
+              gate_momentum, "must be in [0, 1) (GAN Slimming: 0.5)")
         check(threshold is None or (isinstance(threshold, (int, float)) and 0 < threshold < 1), f"{KEY}.threshold",
               threshold, "is impossible; use a gate value in (0, 1) below which a channel is removed, or null")
         check(target_macs is None or (isinstance(target_macs, (int, float)) and 0 < target_macs <= 1),
@@ -234,7 +260,9 @@ class ChannelSparsity(L.Callback):
         for key, v in (("reg_step", reg_step), ("reg_tolerance", reg_tolerance)):
             check(isinstance(v, (int, float)) and v > 0, f"{KEY}.{key}", v, "must be > 0")
         check(isinstance(reg_interval, int) and reg_interval > 0, f"{KEY}.reg_interval", reg_interval, "must be > 0")
-        self.method, self.rho, self.gate_lr = method, float(rho), float(gate_lr)
+        self.method, self.rho = method, float(rho)
+        self.gate_optimizer, self.gate_momentum, self.gate_schedule = gate_optimizer, float(gate_momentum), gate_schedule
+        self.gate_lr = float(GATE_OPTIMIZERS[gate_optimizer] if gate_lr is None else gate_lr)
         self.threshold = None if threshold is None else float(threshold)
         self.target_macs = None if target_macs is None else float(target_macs)
         self.prune_at_step, self.protect = prune_at_step, None if protect is None else list(protect)
@@ -254,7 +282,8 @@ class ChannelSparsity(L.Callback):
         return self._generate_state_key(name=self.name)
 
     def config(self) -> dict[str, Any]:
-        return {"method": self.method, "rho": self.rho, "gate_lr": self.gate_lr, "threshold": self.threshold,
+        return {"method": self.method, "rho": self.rho, "gate_optimizer": self.gate_optimizer, "gate_lr": self.gate_lr,
+                "gate_momentum": self.gate_momentum, "gate_schedule": self.gate_schedule, "threshold": self.threshold,
                 "target_macs": self.target_macs, "prune_at_step": self.prune_at_step, "protect": self.protect}
 
     # ----- set-up: gates on every group ---------------------------------------------------------------------------
@@ -292,12 +321,26 @@ class ChannelSparsity(L.Callback):
                 g.gate.lsr_own_optimizer = True
                 for layer, rep in g.writers:
                     attach_gate(layer, g.gate, rep)
+            keep_gates_through_layer_sync(trainer.strategy)  # sync_batchnorm replaces the gated BatchNorms next
         if not resume:
             before = self._measure(trainer, pl_module)
             self.entry = {"technique": self.name, **self.config(), "groups": len(self.groups),
                           "gated_channels": sum(g.channels for g in self.groups), "before": before}
+        self._warn_if_nothing_can_slim(trainer, pl_module)
         log.info("%s: %d channel groups (%d channels), method=%s", KEY, len(self.groups),
                  sum(g.channels for g in self.groups), self.method)
+
+    def _warn_if_nothing_can_slim(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """With a threshold (no MAC target), say before training when the L1 shrink of the whole gating phase cannot
+        carry a gate from 1 to the threshold: such a run removes only channels the loss itself drives to zero."""
+        if self.method != "proximal" or self.threshold is None or self.target_macs is not None:
+            return
+        shrink = self.total_shrink(self._gating_end(trainer), getattr(pl_module, "optimizer_steps_per_batch", 1))
+        if shrink < 1 - self.threshold:
+            log.warning("%s: rho x the gate learning rates over the %d gating steps shrinks a gate by %.3g in all, "
+                        "less than the %.3g from 1 to threshold=%s: the run may remove no channel; raise rho or "
+                        "gate_lr, train longer, or set target_macs (a MAC budget)", KEY, self._gating_end(trainer),
+                        shrink, 1 - self.threshold, self.threshold)
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         from lightning_sr.cost import cost_from_config
@@ -311,10 +354,28 @@ class ChannelSparsity(L.Callback):
     def _gates(self) -> list[nn.Parameter]:
         return [g.gate for g in self.groups if g.gate is not None]
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The strategy may have replaced gated layers since ``setup`` (sync_batchnorm): follow them by name, and stop
+        with one line if a replacement lost its gate (the gates would be trained while the model ignored them)."""
+        if self.pruned or not self._gates():
+            return
+        gen = pl_module.generator
+        for g in self.groups:
+            now = [gen.get_submodule(name) for name in g.writer_names]
+            for name, layer in zip(g.writer_names, now, strict=True):
+                require(getattr(layer, GATE, None) is g.gate,
+                        f"{KEY}: the channel gate of generator.{name} was lost when the strategy replaced the layer "
+                        f"({type(layer).__name__}); use lightning_sr.strategies.GateKeepingSyncBatchNorm as the "
+                        f"Trainer's layer sync plugin, or trainer.sync_batchnorm=false")
+            g.writers = [(layer, rep) for layer, (_, rep) in zip(now, g.writers, strict=True)]
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.pruned or not self._gates():
             return
-        self._opt = torch.optim.Adam(self._gates(), lr=self.gate_lr)
+        if self.gate_optimizer == "sgd":
+            self._opt = torch.optim.SGD(self._gates(), lr=self.gate_lr, momentum=self.gate_momentum)
+        else:
+            self._opt = torch.optim.Adam(self._gates(), lr=self.gate_lr)
         if self._opt_state:
             self._opt.load_state_dict(self._opt_state)
 
@@ -331,7 +392,7 @@ class ChannelSparsity(L.Callback):
         if self.method == "l1" and self.rho > 0:
             return {"sparsity/l1": self.rho * sum(g.abs().sum() for g in self._gates())}
         if self.method == "growing_reg" and self.reg > 0:
-            pen = sum((m.weight[self._rows(g, rep)] ** 2).sum() for g in self.groups if g.chosen
+            pen = sum((out_filters(m)[self._rows(g, rep)] ** 2).sum() for g in self.groups if g.chosen
                       for m, rep in g.filters)
             return {"sparsity/growing_reg": self.reg * pen}
         return {}
@@ -344,10 +405,14 @@ class ChannelSparsity(L.Callback):
         if self.pruned:
             return
         if self._opt is not None:
+            spb = getattr(pl_module, "optimizer_steps_per_batch", 1)  # the batch started spb optimiser steps ago
+            lr = self.current_gate_lr(trainer.global_step - spb, self._gating_end(trainer))
+            for group in self._opt.param_groups:
+                group["lr"] = lr
             self._opt.step()
             self._opt.zero_grad(set_to_none=True)
             if self.method == "proximal" and self.rho > 0:
-                t = self.rho * self.gate_lr
+                t = self.rho * lr
                 with torch.no_grad():
                     for g in self._gates():
                         g.copy_(torch.sign(g) * torch.clamp(g.abs() - t, min=0))
@@ -358,16 +423,36 @@ class ChannelSparsity(L.Callback):
         if end and trainer.global_step >= end:
             self.prune(trainer, pl_module)
 
+    def _gating_end(self, trainer: L.Trainer) -> int:
+        return int(self.prune_at_step or trainer.max_steps or 0)
+
+    def current_gate_lr(self, step: int, end: int) -> float:
+        """The gate optimiser's learning rate at optimiser step ``step`` of a gating phase ending at ``end``: cosine
+        from ``gate_lr`` to 0 (as gs.py anneals its gamma optimiser over the run), or constant. Stateless, so a
+        resumed run continues the schedule exactly."""
+        if self.gate_schedule == "constant" or end <= 0:
+            return self.gate_lr
+        return self.gate_lr * 0.5 * (1 + math.cos(math.pi * min(max(step, 0), end) / end))
+
+    def total_shrink(self, end: int, steps_per_batch: int = 1) -> float:
+        """How far the proximal steps alone move a gate over the gating phase (rho x the sum of the learning rates):
+        a gate starting at 1 cannot fall below ``threshold`` unless its gradient helps when this is < 1 - threshold."""
+        if self.method != "proximal":
+            return 0.0
+        return self.rho * sum(self.current_gate_lr(k, end) for k in range(0, end, steps_per_batch))
+
     # ----- choosing and removing -----------------------------------------------------------------------------------
     def _chosen_norm(self) -> float:
-        vals = [float(m.weight[self._rows(g, rep)].norm()) for g in self.groups if g.chosen for m, rep in g.filters]
+        vals = [float(out_filters(m)[self._rows(g, rep)].norm()) for g in self.groups if g.chosen
+                for m, rep in g.filters]
         return max(vals, default=0.0)
 
     def _choose_for_growing_reg(self, gen: nn.Module) -> None:
         """The channels with the smallest filter L1 norm over the group, until the MAC budget is met."""
         scores = {}
         for g in self.groups:  # a channel's rows are consecutive (r^2 of them before a PixelShuffle)
-            scores[g.name] = sum(m.weight.detach().abs().reshape(g.channels, -1).sum(1).cpu() for m, _ in g.filters)
+            scores[g.name] = sum(out_filters(m).detach().abs().reshape(g.channels, -1).sum(1).cpu()
+                                 for m, _ in g.filters)
         removal = self._by_budget(gen, scores)
         for g in self.groups:
             g.chosen = removal.get(g.name, [])
@@ -461,6 +546,9 @@ class ChannelSparsity(L.Callback):
             if self.threshold is not None:
                 for g in self.groups:
                     out[f"sparsity/{g.name}/below"] = float((g.gate.detach().abs() < self.threshold).float().mean())
+                out["sparsity/below_threshold"] = float((allg < self.threshold).sum())
+            out["sparsity/gates"] = float(allg.numel())
+            out["sparsity/gate_lr"] = self.current_gate_lr(trainer.global_step, self._gating_end(trainer))
         else:
             out["sparsity/reg"] = self.reg
             out["sparsity/chosen_norm"] = self._chosen_norm()

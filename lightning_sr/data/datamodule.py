@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from lightning_sr.data.base import EvalSetsMixin
 from lightning_sr.data.cache import CACHE_MODES
 from lightning_sr.data.datasets import TEST, VAL, EvalImageDataset, ImageSet, TrainPatchDataset, load_pairs
+from lightning_sr.data.degradation import flip_shift
 from lightning_sr.data.embedded import materialize
 from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import ConfigError, DataError, require
@@ -133,7 +134,8 @@ class SRDataModule(EvalSetsMixin, L.LightningDataModule):
         if stage in (None, "fit") and train is not None:
             pairs = load_pairs(train, s, min_hr_size=c["patch_size"], **kw)
             self.train_set = TrainPatchDataset(pairs, s, c["patch_size"], c["iters_per_epoch"] * c["batch_size"],
-                                               c.get("augment", True), seed=self.seed)
+                                               c.get("augment", True), seed=self.seed,
+                                               flip_shift=flip_shift(kw["degradation"], s))
             log.info("train: %d images from %s", len(pairs), train.hr_dir)
         elif stage in (None, "fit"):
             raise ConfigError(f"data={c.get('name')} has no training set; use data=div2k, data=folder or "

@@ -138,9 +138,9 @@ class TrainPatchDataset(Dataset):
     """
 
     def __init__(self, pairs: list[Pair], scale: int, patch_size: int, length: int, augment: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, flip_shift: int = 0):
         self.pairs, self.scale, self.patch, self.length, self.augment = pairs, scale, patch_size, length, augment
-        self.seed = seed
+        self.seed, self.flip_shift = seed, flip_shift  # degradation.flip_shift: keeps flipped patches aligned
 
     def __len__(self) -> int:
         return self.length
@@ -148,20 +148,36 @@ class TrainPatchDataset(Dataset):
     def __getitem__(self, i: int):
         rng = random.Random(self.seed * 1_000_003 + int(i))
         pair = self.pairs[i % len(self.pairs)]
-        lp = self.patch // self.scale
+        lp, s = self.patch // self.scale, self.scale
         _, lh, lw = pair.lr.shape
         top, left = rng.randint(0, lh - lp), rng.randint(0, lw - lp)
+        flip_w, flip_h, swap = (self.augment and rng.random() < 0.5 for _ in range(3))
+        top, dh, flip_h = self._aligned(top, lh, lp, flip_h)
+        left, dw, flip_w = self._aligned(left, lw, lp, flip_w)
         lr = pair.lr[:, top:top + lp, left:left + lp]
-        s = self.scale
-        hr = pair.hr[:, top * s:(top + lp) * s, left * s:(left + lp) * s]
-        if self.augment:
-            if rng.random() < 0.5:
-                lr, hr = lr.flip(-1), hr.flip(-1)
-            if rng.random() < 0.5:
-                lr, hr = lr.flip(-2), hr.flip(-2)
-            if rng.random() < 0.5:
-                lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
+        hr = pair.hr[:, top * s + dh:(top + lp) * s + dh, left * s + dw:(left + lp) * s + dw]
+        if flip_w:
+            lr, hr = lr.flip(-1), hr.flip(-1)
+        if flip_h:
+            lr, hr = lr.flip(-2), hr.flip(-2)
+        if swap:
+            lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
         return {"lr": lr.float().div_(255), "hr": hr.float().div_(255)}
+
+    def _aligned(self, start: int, size: int, lp: int, flip: bool) -> tuple[int, int, bool]:
+        """(LR crop start, HR shift, flip) of one axis: a flipped patch's HR crop moves by ``flip_shift``; where that
+        would leave the image the LR crop moves one pixel inward, and an image no larger than the patch is not
+        flipped (|flip_shift| < scale, so one LR pixel is always enough)."""
+        d = self.flip_shift if flip else 0
+        if not d:
+            return start, 0, flip
+        if size == lp:
+            return start, 0, False
+        if d > 0 and start + lp == size:
+            start -= 1
+        elif d < 0 and start == 0:
+            start += 1
+        return start, d, flip
 
 
 class EvalImageDataset(Dataset):

@@ -61,6 +61,20 @@ def gaussian_bd(hr: torch.Tensor, scale: int, sigma: float = 1.5) -> torch.Tenso
     return y.squeeze(0) if hr.dim() == 3 else y
 
 
+def flip_shift(kind: str, scale: int) -> int:
+    """HR pixels by which a flipped training patch's HR crop moves so that it stays aligned with its flipped LR crop.
+
+    LR pixel j sits at HR ``s j + o`` (``o``: where the degradation samples); flipping a patch maps it to
+    ``s j' + (s - 1 - o)``, so the HR crop must move by ``2 o + 1 - s``: 0 for ``bicubic`` (``o = (s - 1) / 2``,
+    symmetric), 1 for ``bd`` with an even scale (``o = s // 2``), ``1 - s`` for ``gaussian`` (``o = 0``, TecoGAN's
+    corner-aligned BD). Transposes (and so 90-degree rotations) need nothing: both axes have the same offset."""
+    require(kind in DEGRADATIONS, f"data.degradation={kind!r} is not supported; use one of {', '.join(DEGRADATIONS)}")
+    if kind == "bicubic":
+        return 0
+    offset = scale // 2 if kind == "bd" else 0
+    return 2 * offset + 1 - scale
+
+
 def degrade(hr: torch.Tensor, scale: int, kind: str = "bicubic", blur_sigma: float = 1.6) -> torch.Tensor:
     """``hr``: float (C, H, W) or (N, C, H, W) in [0, 255] with H, W multiples of ``scale``.
 

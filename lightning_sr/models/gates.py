@@ -7,6 +7,11 @@ share one gate object. A gated generator saves its gates in its state dict (``<l
 checkpoint taken while gates are being learned evaluates exactly as it was validated. :func:`fold_gate` multiplies a
 gate into the layer's weight and bias and removes it (exact: the gate only scales that layer's output).
 A gate can repeat each value ``repeat`` times (a convolution before a PixelShuffle(r): r^2 filters per channel).
+
+Module replacement (``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, which Lightning runs on the whole model after
+the callbacks' ``setup`` under ``sync_batchnorm=true``) copies a BatchNorm's weight, bias and statistics only: the
+gate and its hook would be lost. :func:`carry_gates` re-attaches them (the same parameter objects) to the modules
+that now stand at the same names.
 """
 
 from __future__ import annotations
@@ -66,6 +71,20 @@ def fold_gate(module: nn.Module) -> None:
         if module.bias is not None:
             module.bias.mul_(g)
     detach_gate(module)
+
+
+def gates_by_name(model: nn.Module) -> dict[str, tuple[nn.Parameter, int]]:
+    """{module name: (gate, repeat)} of every gated module (what :func:`carry_gates` needs to re-attach them)."""
+    return {n: (getattr(m, GATE), getattr(m, "lsr_gate_repeat", 1)) for n, m in gated_modules(model)}
+
+
+def carry_gates(model: nn.Module, gates: dict[str, tuple[nn.Parameter, int]]) -> None:
+    """Attach ``gates`` (from :func:`gates_by_name` before some modules were replaced) to the modules of ``model``
+    at the same names: shared gates stay shared, the forward and the folding are unchanged."""
+    for name, (gate, rep) in gates.items():
+        module = model.get_submodule(name)
+        if not has_gate(module) or getattr(module, GATE) is not gate:
+            attach_gate(module, gate, rep)
 
 
 def fold_all_gates(model: nn.Module) -> int:
