@@ -5,8 +5,11 @@ Rows:
 
 * ``teacher``: the dense generator the students start from and distil from (its metrics as measured by the runs);
 * ``gan_slimming``: ``experiment=gan_slimming``: SRGAN student initialised from the teacher, GAN + pixel loss +
-  output and feature distillation + proximal channel sparsity (``target_macs``) for 75 % of the steps, physical
-  removal, then QAT for the last 25 %, int8 at the end: one command;
+  output and feature distillation + proximal channel sparsity (the paper's SGD gate optimiser, ``target_macs``) for
+  75 % of the steps, quantization-aware from step 0 (eager fake quantization of the gated network), physical
+  removal, then the captured QAT graph for the last 25 %, int8 at the end: one command;
+* ``gan_slimming_late``: the same with QAT joining at the removal (``compression.qat.start_step`` = prune step:
+  fp32 for the first 75 %);
 * ``sequential``: ``compression=[channel_prune,distill]`` (uniform L2 channel pruning of the teacher, its ratio
   chosen to give the MACs the single run reached) fine-tuned with the same losses for 75 % of the steps, then
   ``compression=[distill,qat]`` on that checkpoint for the last 25 %: two commands, the same number of steps.
@@ -70,9 +73,11 @@ def main() -> None:
         common += ["metrics.lpips.enabled=true", f"metrics.lpips.backbone_path={a.lpips}"]
     rows = {}
     rho = [f"compression.channel_sparsity.rho={a.rho}"] if a.rho is not None else []
-    rows["gan_slimming"] = run("gan_slimming", ["experiment=gan_slimming", *common, f"trainer.max_steps={a.steps}",
-                                                f"compression.channel_sparsity.target_macs={a.target_macs}", *rho],
-                               out)
+    gs = ["experiment=gan_slimming", *common, f"trainer.max_steps={a.steps}",
+          f"compression.channel_sparsity.target_macs={a.target_macs}", *rho]
+    rows["gan_slimming"] = run("gan_slimming", gs, out)
+    rows["gan_slimming_late"] = run("gan_slimming_late", [*gs, "compression.qat.start_step="
+                                                               "${compression.channel_sparsity.prune_at_step}"], out)
     if a.only_single:
         (out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
         return
@@ -94,18 +99,20 @@ def main() -> None:
     keys = [k for k in ("psnr", "ssim", "lpips") if k in rows["gan_slimming"]]
     print(f"\nCPU: {cpu_name()}; students: {a.steps} SRGAN steps each; teacher {a.teacher}")
     head = ["row", "params", "GMACs", "r_s", "bytes (MB)", "r_c"] + [f"fp32 {k}" for k in keys] + \
-           [f"int8 {k}" for k in keys] + ["int8 / fp32 compiled latency"]
+           [f"int8 {k}" for k in keys] + ["int8 / fp32 compiled latency", "int8 vs fake-quant graph (8-bit levels, max / mean)"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     print("| teacher (dense, fp32) | " + f"{t['params']:,} | {t['macs'] / 1e9:.2f} | 1 | {t['size_mb']:.3f} | 1 | "
-          + " | ".join(f"{t[k]:.4g}" for k in keys) + " | " + " | ".join("" for _ in keys) + " | |")
-    for name in ("gan_slimming", "sequential"):
+          + " | ".join(f"{t[k]:.4g}" for k in keys) + " | " + " | ".join("" for _ in keys) + " | | |")
+    for name in ("gan_slimming", "gan_slimming_late", "sequential"):
         m = rows[name]
         q = m["int8"]
         macs = m["cost"]["macs"]
         print(f"| {name} | {m['params']:,} | {macs / 1e9:.2f} | {t['macs'] / macs:.2f} | {q['size_mb']:.3f} | "
               f"{t['size_mb'] / q['size_mb']:.2f} | " + " | ".join(f"{m[k]:.4g}" for k in keys) + " | "
               + " | ".join(f"{q[k]:.4g}" for k in keys) + f" | {q.get('latency_ratio', float('nan')):.2f} "
-              f"({q.get('latency_ms', float('nan')):.0f} / {q.get('fp32_latency_ms', float('nan')):.0f} ms) |")
+              f"({q.get('latency_ms', float('nan')):.0f} / {q.get('fp32_latency_ms', float('nan')):.0f} ms) | "
+              f"{q.get('int8_vs_fake_quant', {}).get('max_8bit', float('nan')):.0f} / "
+              f"{q.get('int8_vs_fake_quant', {}).get('mean_8bit', float('nan')):.3f} |")
 
 
 if __name__ == "__main__":

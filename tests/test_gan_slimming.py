@@ -31,16 +31,19 @@ def test_gan_slimming_ends_in_a_slim_int8_generator_with_r_c_and_r_s_and_resumes
     args = GS + [f"compression.distill.teacher={teacher}", "compression.channel_sparsity.target_macs=0.5",
                  "trainer.max_steps=12", "trainer.val_check_interval=2"]
     cfg = compose(args, tmp_path)
-    assert cfg.compression.channel_sparsity.prune_at_step == 8 == cfg.compression.qat.start_step  # 0.75 x 12, even
-    with pytest.raises(RuntimeError, match="simulated crash at step 10"):  # killed while QAT trains
-        train(compose(args + ["+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=10"],
-                      tmp_path))
+    assert cfg.compression.channel_sparsity.prune_at_step == 8 and cfg.compression.qat.start_step == 0  # 0.75 x 12
+    for step in (4, 10):  # killed while the gated network trains fake-quantized, then while the QAT graph trains
+        with pytest.raises(RuntimeError, match=f"simulated crash at step {step}"):
+            train(compose(args + ["+callbacks.crash._target_=tests.helpers.CrashAt", f"+callbacks.crash.step={step}"],
+                          tmp_path))
     m = train(compose(args, tmp_path))  # the same command resumes: slim structure, QAT graph, then int8
     assert [e["technique"] for e in m["compression"]] == ["distill", "channel_sparsity", "qat"]  # once each
     log = {e["technique"]: e for e in m["compression"]}
     sp, q = log["channel_sparsity"], log["qat"]
     assert sp["at_step"] == 8 and sp["after"]["macs"] <= 0.5 * sp["before"]["macs"] * 1.05  # half the MACs
-    assert m["int8"]["qat_steps"] == 4 and q["start_step"] == 8  # QAT joined after the removal, ran to the end
+    # quantization-aware from step 0 (eagerly, gated), captured after the removal with the ranges learned so far
+    assert q["fake_quant_from_step"] == 0 and q["captured_at_step"] == 8 and q["ranges_carried"] > 0
+    assert m["int8"]["qat_steps"] == 4
     n_int8, n_convs = map(int, m["int8"]["layers"]["convs_int8"].split("/"))
     assert n_int8 == n_convs > 0  # every convolution int8
     # the student is initialised from the teacher and really slimmer: tensors shrank, the artefact is int8
@@ -95,24 +98,38 @@ def test_steps_after_the_run_are_refused(teacher, tmp_path, capsys):
     assert "start_step=5 is not before the last batch (trainer.max_steps=6, 2 optimiser step(s) per batch)" in err[0]
 
 
-def test_qat_while_gates_are_learned_is_refused(teacher, tmp_path, capsys):
-    code, err = run_task_in_process(GS + [f"compression.distill.teacher={teacher}", "compression.qat.start_step=0"],
-                                    tmp_path, capsys)
+def test_quantization_from_step_0_needs_a_batch_after_the_removal_and_no_join_in_between(teacher, tmp_path, capsys):
+    code, err = run_task_in_process(GS + [f"compression.distill.teacher={teacher}", "compression.qat.start_step=0",
+                                          "compression.channel_sparsity.prune_at_step=null"], tmp_path, capsys)
+    err = [ln for ln in err if ln.startswith("error:")]
     assert code == 2 and len(err) == 1
-    assert "compression.qat.start_step=0 would quantize while channel gates are still learned" in err[0]
-    assert "compression.qat.start_step>=N" in err[0]
+    assert "compression.qat.start_step=0 quantizes the gated network from the start and captures it after the " \
+           "channel removal, but compression.channel_sparsity.prune_at_step=null removes the channels at the last " \
+           "batch" in err[0]
+    code, err = run_task_in_process(GS + [f"compression.distill.teacher={teacher}", "compression.qat.start_step=2",
+                                          "compression.channel_sparsity.prune_at_step=4"], tmp_path / "b", capsys)
+    err = [ln for ln in err if ln.startswith("error:")]
+    assert code == 2 and len(err) == 1
+    assert "compression.qat.start_step=2 would quantize while channel gates are still learned" in err[0]
+    assert "use compression.qat.start_step=0 (fake-quantized from the start" in err[0]
 
 
-def test_the_smoke_run_slims_and_logs_the_gate_distribution_at_every_validation(teacher, tmp_path):
-    """profile=smoke removes channels to a MAC budget (its budget is too short for any gate to reach the
-    threshold), and every validation before the removal logs how many gates are below it and the MACs if pruned."""
-    args = GS + [f"compression.distill.teacher={teacher}", "trainer.max_steps=12", "trainer.val_check_interval=2"]
-    assert compose(args, tmp_path).compression.channel_sparsity.target_macs == 0.5  # from profile=smoke
-    m = train(compose(args, tmp_path))
-    assert m["r_s"] > 1.8  # it slimmed
-    rows = [r for f in sorted((tmp_path / "csv").glob("version_*/metrics.csv")) for r in csv.DictReader(f.open())]
-    logged = [r for r in rows if r.get("sparsity/macs_ratio_if_pruned")]
-    assert logged, "no gate distribution logged"
-    for r in logged:
-        assert float(r["sparsity/gates"]) > 0 and 0 <= float(r["sparsity/below_threshold"]) <= float(r["sparsity/gates"])
-        assert 0.45 <= float(r["sparsity/macs_ratio_if_pruned"]) <= 0.55  # the MAC target's removal, if made now
+def _weights(ckpt):
+    import torch
+
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_killed_while_the_gated_network_trains_fake_quantized_resumes_to_the_uninterrupted_result(teacher, tmp_path):
+    import torch
+
+    args = GS + [f"compression.distill.teacher={teacher}", "trainer.max_steps=12", "trainer.val_check_interval=2",
+                 "callbacks.last_checkpoint.every_n_steps=1"]
+    whole = train(compose(args, tmp_path / "whole"))
+    with pytest.raises(RuntimeError, match="simulated crash at step 6"):
+        train(compose(args + ["+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=6"],
+                      tmp_path / "cut"))
+    cut = train(compose(args, tmp_path / "cut"))
+    a, b = _weights(tmp_path / "whole/checkpoints/last.ckpt"), _weights(tmp_path / "cut/checkpoints/last.ckpt")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert cut["int8"]["psnr"] == pytest.approx(whole["int8"]["psnr"], abs=1e-6)

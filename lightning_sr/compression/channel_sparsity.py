@@ -510,7 +510,18 @@ class ChannelSparsity(L.Callback):
             return self._by_budget(gen, {g.name: g.gate.detach().abs().cpu() for g in self.groups})
         return self._by_threshold()
 
+    def changes_structure_until(self) -> int | None:
+        """Declared capability (read by QAT): the step at which this callback still changes the generator's
+        structure (0: at the last step), or None once it is done or has nothing to gate."""
+        if self.pruned or not self.groups:
+            return None
+        return int(self.prune_at_step or 0)
+
     def prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for cb in trainer.callbacks:  # declared hook: e.g. eager fake quantization comes off before the surgery
+            hook = getattr(cb, "before_structure_change", None)
+            if hook is not None and cb is not self:
+                hook(trainer, pl_module)
         gen = pl_module.generator
         removal = self.removal_now(gen)
         changed = remove_channels(gen, self.groups, removal)

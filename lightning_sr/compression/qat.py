@@ -12,6 +12,11 @@ GraphGenerator`) and takes its place.
   ``freeze_observers_after`` steps and batch norm uses its running statistics after ``freeze_bn_after`` steps.
   Validation sees the fake-quantized model. At the end of fit the graph is converted (``convert_pt2e``) and
   the generator goes back to the fp32 model with the trained weights (the run's final metrics).
+  With channel sparsity still learning gates at step 0 (``start_step: 0`` and a mid-run ``prune_at_step``, as in
+  ``experiment=gan_slimming``), the gated generator is fake-quantized eagerly from the first step
+  (:mod:`lightning_sr.compression.eager_quant`, the same fake quantizers); at the removal they come off, the slim
+  generator is captured and prepared, and the activation ranges learned so far are carried into the graph, which
+  trains on to the end. ``start_step >= prune_at_step`` keeps the late join (fp32 until the removal).
 * :class:`PTQ`: no training. At the start of training it stops the trainer; at the end of fit it captures the
   generator, calibrates it on ``calib_batches`` training batches (or validation images) and converts it.
 
@@ -167,6 +172,9 @@ class Quantization(L.Callback):
         from lightning_sr.models.graph import COPIED_ATTRS
 
         int8 = convert(prepared.cpu())
+        if self.qat:  # the int8 program is the network that was trained: its 8-bit output against the graph's
+            details = {**details, "int8_vs_fake_quant": self.compare_with_fake_quant(trainer, pl_module, prepared,
+                                                                                     int8)}
         rows = layer_precisions(int8)
         layers = summarize_layers(rows)
         path, source = self.artefact_path(trainer)
@@ -194,6 +202,27 @@ class Quantization(L.Callback):
                  f"PSNR {results['psnr']:.3f} dB" if "psnr" in results else "not evaluated", results["size_mb"],
                  results["fp32_size_mb"], f", {results['latency_ms']:.1f} ms vs fp32 {results['fp32_latency_ms']:.1f}"
                  f" ms (compiled, {results['latency_threads']} threads)" if "latency_ms" in results else "")
+
+    @staticmethod
+    def compare_with_fake_quant(trainer: L.Trainer, pl_module: L.LightningModule, prepared, int8) -> dict[str, Any]:
+        """Max and mean difference, in 8-bit output levels, between the fake-quantized graph (eval mode) and the
+        converted int8 program on a centre crop of the first validation image (the first output)."""
+        from lightning_sr.compression.common import calibration_batch
+        from lightning_sr.compression.quant import set_mode
+
+        try:
+            lr, _ = calibration_batch(trainer, pl_module, images=1, crop=48)
+        except ConfigError:
+            return {}
+        was = getattr(prepared, "_exported_training", True)
+        set_mode(prepared, False)
+        with torch.no_grad():
+            a, b = (out[0] if isinstance(out, (tuple, list)) else out
+                    for out in (prepared(lr.cpu()), int8(lr.cpu())))
+        set_mode(prepared, bool(was))
+        levels = ((a.clamp(0, 1) * 255).round() - (b.clamp(0, 1) * 255).round()).abs()
+        return {"max_8bit": float(levels.max()), "mean_8bit": round(float(levels.mean()), 4),
+                "input": "x".join(map(str, lr.shape[1:]))}
 
     def evaluate_int8(self, trainer: L.Trainer, pl_module: L.LightningModule, int8_gen: nn.Module,
                       path: Path) -> dict[str, Any]:
@@ -265,6 +294,10 @@ class QAT(Quantization):
         self.start_step: int | None = None  # the step the generator was actually captured at (None: not yet)
         self.frozen = {"observers": False, "bn": False}
         self.outputs: list[str] = []
+        self.eager = False  # fake-quantizing the gated generator eagerly until the channel removal
+        self.eager_states: dict[str, Any] | None = None  # its fake quantizers' ranges, once taken off
+        self._resumed_attached: dict[str, Any] | None = None  # their ranges in a checkpoint taken while attached
+        self._gen_ref: nn.Module | None = None
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "freeze_observers_after": self.freeze_observers_after,
@@ -286,10 +319,53 @@ class QAT(Quantization):
         resume = trainer.ckpt_path
         if resume:
             self.load_state_dict(resumed_state(resume, self.state_key))
+        if self.start_step is None and self._gates_pending(trainer):  # quantized from step 0, gates learned eagerly
+            self.eager = True
+            self.start_eager(trainer, pl_module, resumed=bool(resume))
+            return
         if self.start_step is None and self.join_step > 0:
             log.info("%s: QAT joins at step %d (until then the generator trains in fp32)", self.name, self.join_step)
             return  # captured in on_train_batch_start when the step is reached
         self.capture(trainer, pl_module, resumed=bool(resume) and self.start_step is not None)
+
+    @staticmethod
+    def _structure_changers(trainer: L.Trainer) -> list:
+        """Callbacks that still change the generator's structure mid-run (they declare ``changes_structure_until``)."""
+        return [cb for cb in trainer.callbacks if getattr(cb, "changes_structure_until", lambda: None)() is not None]
+
+    def _gates_pending(self, trainer: L.Trainer) -> bool:
+        return self.join_step == 0 and bool(self._structure_changers(trainer))
+
+    def start_eager(self, trainer: L.Trainer, pl_module: L.LightningModule, resumed: bool) -> None:
+        """Fake-quantize the (gated) generator in place until the structure is final."""
+        from lightning_sr.compression import eager_quant
+
+        gen = self.check_module(pl_module)
+        if not resumed:
+            if not (pl_module.hparams or {}).get("init_from") and not getattr(pl_module, "compression_log", None):
+                log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
+            gen.to(trainer.strategy.root_device)
+            self.entry = {"technique": self.name, **self.config(), "before": self.measure_fp32(trainer, pl_module),
+                          "fake_quant_from_step": int(trainer.global_step)}
+        if self.entry is not None:
+            _append_log(pl_module, self.entry)
+        if self.eager_states is not None and not self._structure_changers(trainer):
+            return  # resumed after the removal, before the capture: the ranges wait in eager_states
+        gen.to(trainer.strategy.root_device)
+        n = eager_quant.attach(gen, self.settings)
+        self._gen_ref = gen
+        if resumed and self._resumed_attached:
+            eager_quant.load_states(gen, self._resumed_attached)
+        log.info("%s: %d layers of the gated generator fake-quantized from step %d (eager) until the channel "
+                 "removal", self.name, n, trainer.global_step)
+
+    def before_structure_change(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Declared hook, called by a callback about to change the generator's structure: take the eager fake
+        quantizers off (channel surgery and its tracing see the plain model); their ranges are kept."""
+        from lightning_sr.compression import eager_quant
+
+        if self.eager and self.eager_states is None:
+            self.eager_states = eager_quant.detach(pl_module.generator)
 
     def check_after_structure(self, trainer: L.Trainer) -> None:
         """QAT joins after every structural change: mid-run channel removal (channel sparsity) must come first, and
@@ -303,17 +379,25 @@ class QAT(Quantization):
         require(not (self.join_step > 0 and trainer.world_size > 1),
                 f"{self.key}.start_step={self.join_step} replaces the generator in the middle of a multi-process run "
                 f"(DDP wraps it once); use start_step=0, or join on one device")
-        from lightning_sr.compression.channel_sparsity import ChannelSparsity
-
         for cb in trainer.callbacks:
-            if isinstance(cb, ChannelSparsity) and not cb.pruned:
-                at = cb.prune_at_step
-                require(at is not None and at <= self.join_step,
-                        f"{self.key}.start_step={self.join_step} would quantize while channel gates are still learned"
-                        f" (compression.channel_sparsity.prune_at_step={'null' if at is None else at}: the channels are removed "
-                        f"{'at the last step' if at is None else f'at step {at}'}), and the x86 quantizer cannot "
-                        f"annotate gated convolutions; set compression.channel_sparsity.prune_at_step=N and "
-                        f"compression.qat.start_step>=N (QAT trains the slim structure)")
+            until = getattr(cb, "changes_structure_until", lambda: None)()
+            if until is None or cb is self:
+                continue
+            key = f"compression.{_cb_name(cb)}.prune_at_step"
+            if self.join_step == 0:  # fake-quantized eagerly until the removal, then captured: a batch must follow
+                first = -(-int(until) // spb) * spb
+                require(until > 0 and first < (trainer.max_steps or 0),
+                        f"{self.key}.start_step=0 quantizes the gated network from the start and captures it after "
+                        f"the channel removal, but {key}={until if until > 0 else 'null'} removes the channels at "
+                        f"the last batch (trainer.max_steps={trainer.max_steps}): set {key}=N before the last batch "
+                        f"(e.g. 75 % of the run) so the slim int8 network trains quantized after it")
+                continue
+            require(until > 0 and until <= self.join_step,
+                    f"{self.key}.start_step={self.join_step} would quantize while channel gates are still learned"
+                    f" ({key}={'null' if until <= 0 else until}: the channels are removed "
+                    f"{'at the last step' if until <= 0 else f'at step {until}'}), and the x86 quantizer cannot "
+                    f"annotate gated convolutions; use {self.key}.start_step=0 (fake-quantized from the start, "
+                    f"eagerly until the removal) or set {key}=N and {self.key}.start_step>=N (late join)")
 
     def capture(self, trainer: L.Trainer, pl_module: L.LightningModule, resumed: bool) -> None:
         """Capture the generator, prepare it for QAT and put the fake-quantized graph in its place."""
@@ -323,16 +407,26 @@ class QAT(Quantization):
         device = trainer.strategy.root_device
         resume = trainer.ckpt_path if resumed else None
         if not resumed:
-            if not (pl_module.hparams or {}).get("init_from") and not getattr(pl_module, "compression_log", None):
-                log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
-            gen.to(device)
-            before = self.measure_fp32(trainer, pl_module)
-            self.entry = {"technique": self.name, **self.config(), "before": before}
+            if self.eager:  # the entry was opened when fake quantization started (the log holds it already)
+                self.entry = {**(self.entry or {}), "captured_at_step": int(trainer.global_step)}
+            else:
+                if not (pl_module.hparams or {}).get("init_from") and not getattr(pl_module, "compression_log", None):
+                    log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
+                gen.to(device)
+                self.entry = {"technique": self.name, **self.config(), "before": self.measure_fp32(trainer, pl_module)}
             self.start_step = int(trainer.global_step)
         if self.entry is not None:
             _append_log(pl_module, self.entry)
         gm, self.outputs, features = quant.capture(gen.cpu(), training=True)
         prepared = quant.prepare(gm, self.settings, qat=True)
+        if self.eager_states is not None and not resumed:  # the ranges the gated network learned go on
+            from lightning_sr.compression import eager_quant
+
+            carried = eager_quant.carry_ranges(prepared, self.eager_states)
+            if self.entry is not None:
+                self.entry["ranges_carried"] = len(carried)
+            log.info("%s: activation ranges of %d layers carried from the eager fake quantization", self.name,
+                     len(carried))
         missed = self.check_coverage(prepared, gen)
         wrapper = quant.wrap_prepared(prepared, self.outputs, features, gen)
         wrapper.train(True)
@@ -348,8 +442,10 @@ class QAT(Quantization):
 
         gm = self.prepared(pl_module)
         if gm is None:
-            if self.start_step is None and not self.finished and trainer.global_step >= self.join_step:
-                self.capture(trainer, pl_module, resumed=False)  # QAT joins after the warm-up
+            waiting = self.eager and self.eager_states is None  # the gated network trains fake-quantized eagerly
+            if self.start_step is None and not self.finished and not waiting \
+                    and trainer.global_step >= self.join_step:
+                self.capture(trainer, pl_module, resumed=False)  # QAT joins after the warm-up or the removal
                 rebuild_optimizers(trainer)  # new parameters; the LR schedule goes on where it was
                 gm = self.prepared(pl_module)
             if gm is None:
@@ -392,13 +488,23 @@ class QAT(Quantization):
             log.info("%s: %s -> int8 %s", self.name, _short(self.entry["before"]), self.entry.get("after"))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "start_step": self.start_step, "frozen": dict(self.frozen)}
+        out = {**super().state_dict(), "start_step": self.start_step, "frozen": dict(self.frozen), "eager": self.eager}
+        if self.eager and self.start_step is None:  # the eager fake quantizers' ranges (taken off, or attached)
+            from lightning_sr.compression import eager_quant
+
+            out["eager_states"] = self.eager_states
+            if self.eager_states is None and self._gen_ref is not None:
+                out["eager_attached"] = eager_quant.states(self._gen_ref)
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         st = state_dict.get("start_step")
         self.start_step = None if st is None else int(st)
         self.frozen = {**self.frozen, **(state_dict.get("frozen") or {})}
+        self.eager = bool(state_dict.get("eager", self.eager))
+        self.eager_states = state_dict.get("eager_states", self.eager_states)
+        self._resumed_attached = state_dict.get("eager_attached", self._resumed_attached)
 
 
 class PTQ(Quantization):
