@@ -63,6 +63,9 @@ def _members(src: str, dst: str, seed: int) -> dict[str, bytes]:
     if "LR_bicubic/X" in src:
         s = int(src[-1])
         return {f"{src}/{i:04d}x{s}.png": _png(64 // s, seed + i) for i in (1, 2)}
+    if src == "Flickr2K":  # Flickr2K/Flickr2K_HR/000001.png, Flickr2K/Flickr2K_LR_bicubic/X4/000001x4.png
+        return {f"{src}/Flickr2K_HR/{i:06d}.png": _png(64, seed + i) for i in (1, 2)} | \
+            {f"{src}/Flickr2K_LR_bicubic/X4/{i:06d}x4.png": _png(16, seed + i) for i in (1, 2)}
     if src.startswith("benchmark/"):
         return {f"{src}/HR/img{i}.png": _png(24, seed + i) for i in (1, 2)}
     return {f"{src}/img{i:03d}.png": _png(64, seed + i) for i in (1, 2, 3)}
