@@ -12,6 +12,15 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("lsr_positive", _positive)
     if not OmegaConf.has_resolver("lsr_step"):
         OmegaConf.register_new_resolver("lsr_step", _step_at)
+    if not OmegaConf.has_resolver("lsr_first_dir"):
+        OmegaConf.register_new_resolver("lsr_first_dir", _first_dir)
+
+
+def _first_dir(*candidates: str) -> str:
+    """``${lsr_first_dir:A,B}``: the first candidate folder that exists, else the first (errors then name it)."""
+    from pathlib import Path
+
+    return next((c for c in candidates if Path(str(c)).expanduser().is_dir()), candidates[0])
 
 
 def _positive(value, key: str, what: str):

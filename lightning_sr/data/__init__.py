@@ -1,12 +1,24 @@
-"""Data: MATLAB-compatible degradation, robust image reading, cached datasets, the datamodule."""
+"""Data: MATLAB-compatible degradation, robust image reading, cached datasets, the datamodule.
 
-from lightning_sr.data.datamodule import SRDataModule, resolve_sets, validate_data_config
-from lightning_sr.data.datasets import EvalImageDataset, ImageSet, TrainPatchDataset, load_pairs
-from lightning_sr.data.degradation import degrade
-from lightning_sr.data.io import list_images, read_rgb
-from lightning_sr.ops.imresize import bicubic_downscale, bicubic_upscale, imresize
+The names below are imported on first use (PEP 562), so that light tools in this package (``python -m
+lightning_sr.data.prepare``) start without importing Lightning.
+"""
 
-__all__ = [
-    "EvalImageDataset", "ImageSet", "SRDataModule", "TrainPatchDataset", "bicubic_downscale", "bicubic_upscale",
-    "degrade", "imresize", "list_images", "load_pairs", "read_rgb", "resolve_sets", "validate_data_config",
-]
+from importlib import import_module
+
+_WHERE = {
+    "SRDataModule": "datamodule", "resolve_sets": "datamodule", "validate_data_config": "datamodule",
+    "EvalImageDataset": "datasets", "ImageSet": "datasets", "TrainPatchDataset": "datasets", "load_pairs": "datasets",
+    "degrade": "degradation", "list_images": "io", "read_rgb": "io",
+}
+_OPS = ("bicubic_downscale", "bicubic_upscale", "imresize")
+
+__all__ = sorted([*_WHERE, *_OPS])
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"lightning_sr.data.{_WHERE[name]}"), name)
+    if name in _OPS:
+        return getattr(import_module("lightning_sr.ops.imresize"), name)
+    raise AttributeError(f"module 'lightning_sr.data' has no attribute {name!r}")
