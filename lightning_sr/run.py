@@ -30,13 +30,14 @@ from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import ConfigError, LightningSRError
 from lightning_sr.fs import atomic_write
 from lightning_sr.loggers import build_loggers, finish_loggers
+from lightning_sr.manifest import write_manifest
 from lightning_sr.strategies import end_process_group
 
 log = logging.getLogger(__name__)
 
 # config keys that may change between a run and its resumption: where and how it runs, what it logs and how it
 # is evaluated, how long it trains. Anything else changes the experiment: resuming would mix two of them.
-RESUME_SAFE = ("paths", "ckpt_path", "resume", "name", "published", "logger", "callbacks", "val", "metrics", "cost",
+RESUME_SAFE = ("paths", "ckpt_path", "resume", "name", "published", "report", "logger", "callbacks", "val", "metrics", "cost",
                "float32_matmul_precision", "trainer.max_steps", "trainer.max_epochs", "trainer.val_check_interval",
                "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.num_sanity_val_steps",
                "trainer.enable_progress_bar", "trainer.plugins", "data.num_workers", "data.pin_memory",
@@ -196,7 +197,7 @@ def resolve_resume(cfg: DictConfig, run_dir: Path) -> str | None:
 def config_fingerprint(cfg: DictConfig) -> str:
     """Hash of the resolved config minus where/how it runs: equal fingerprints = the same experiment."""
     c = to_plain(cfg)
-    for k in ("paths", "ckpt_path", "resume"):
+    for k in ("paths", "ckpt_path", "resume", "report"):  # report: how the sweep report reads it, not the experiment
         c.pop(k, None)
     return hashlib.sha1(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -228,6 +229,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     dm = build_datamodule(cfg)
     dm.setup("fit")  # decode + validate data before anything is trained
+    rank_zero_only(write_manifest)(run_dir, cfg, training=True)  # what this run ran on (also if it fails later)
     module = build_module(cfg)
     module.run_config = experiment_config(cfg)
     loggers = build_loggers(cfg, run_dir, resuming=resume is not None)
@@ -249,6 +251,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = summarize(module, cfg, {
         "train_time_s": round(train_time, 2), "global_step": trainer.global_step,
         "batches": module.batches_done(), "resumed_from": resume,
+        "images_seen": module.batches_done() * int(cfg.data.get("batch_size", 1)) * int(trainer.world_size),
         "config_fingerprint": config_fingerprint(cfg),
         "best_ckpt": getattr(ckpt_cb, "best_model_path", None) or None,
         "last_ckpt": str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb is not None and ckpt_cb.dirpath else None,
@@ -278,6 +281,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("evaluate.py needs ckpt_path=PATH (a training checkpoint) or model=bicubic")
     dm = build_datamodule(cfg, seed=int(cfg.get("seed", 0)))
     dm.setup("test")
+    write_manifest(run_dir, cfg, training=False)
     int8 = bool(spec.get("_int8"))  # an int8 program (int8.pt2) runs on the CPU
     cls = eval_module_class(spec, dm)
     extra = {"save_outputs": bool(cfg.get("save_outputs", False))} if "save_outputs" in module_arguments(cls) else {}

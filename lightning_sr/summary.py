@@ -69,7 +69,7 @@ def measured_values(metrics: dict[str, Any]) -> dict[str, Any]:
     for k in RATIO_KEYS:
         if k in metrics:
             out[k] = metrics[k]
-    for k in ("train_time_s", "global_step"):
+    for k in ("train_time_s", "global_step", "images_seen"):
         if k in metrics:
             out[k] = metrics[k]
     return out

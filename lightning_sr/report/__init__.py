@@ -10,6 +10,11 @@ writes into that folder
 * ``report.md``: the same table for reading, with the command, the published source and notes;
 * ``report.html``: the same on one self-contained page (sortable table, plots inlined, published rows marked,
   per job an LR | SR | HR crop of its latest sample; :mod:`lightning_sr.report.html`);
+* seeds (``seed`` swept): jobs that differ only by seed are one row, mean ± std and ``n`` of every number;
+  ``--reference ROW`` (or the jobs' ``report.reference``): every row's paired difference to that row per set
+  with a 95 % bootstrap interval (:mod:`lightning_sr.report.stats`); ``reproduced?`` against the matching
+  published row; training budgets (steps, images seen, wall time), warned about when they differ; the machine
+  of every latency (``manifest.json``), latencies of different machines refused (:mod:`.compare`);
 * ``psnr_vs_params.png`` and ``psnr_vs_macs.png``: every finished job (and every exit of a multi-exit
   job), the Pareto front (highest PSNR for its cost) marked, published points drawn apart.
 
@@ -36,9 +41,9 @@ from lightning_sr.report.plots import PLOTS, pareto_front, plot, plot_points
 log = logging.getLogger(__name__)
 
 
-def build_report(sweep_dir: str | Path, published: str | None = None,
-                 plots: bool = True) -> tuple[SweepReport, dict[str, Path]]:
-    rep = collect(sweep_dir, published)
+def build_report(sweep_dir: str | Path, published: str | None = None, plots: bool = True,
+                 reference: str | None = None) -> tuple[SweepReport, dict[str, Path]]:
+    rep = collect(sweep_dir, published, reference)
     out = Path(sweep_dir)
     paths = {"csv": write_csv(rep, out / "report.csv")}
     pngs = plot(rep, out) if plots else {}
@@ -48,9 +53,10 @@ def build_report(sweep_dir: str | Path, published: str | None = None,
     return rep, paths
 
 
-def make_report(sweep_dir: str | Path, published: str | None = None, plots: bool = True) -> dict[str, Path]:
+def make_report(sweep_dir: str | Path, published: str | None = None, plots: bool = True,
+                reference: str | None = None) -> dict[str, Path]:
     """Write report.csv, report.md, report.html and the plots into ``sweep_dir``; return their paths."""
-    return build_report(sweep_dir, published, plots)[1]
+    return build_report(sweep_dir, published, plots, reference)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--published", default=None,
                     help="published table (name in sweeps/published/ or a YAML file); default: the jobs' "
                          "`published` config key")
+    ap.add_argument("--reference", default=None,
+                    help="the row every other row is compared with (paired bootstrap over per_image.csv), e.g. "
+                         "model.res_blocks=1; default: the jobs' `report.reference` config key")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = ap.parse_args(argv)
     try:
-        rep, paths = build_report(args.sweep_dir, args.published, plots=not args.no_plots)
+        rep, paths = build_report(args.sweep_dir, args.published, plots=not args.no_plots, reference=args.reference)
     except LightningSRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

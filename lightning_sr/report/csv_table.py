@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from lightning_sr.report.collect import SweepReport, _ordered
+from lightning_sr.report.compare import STD
 from lightning_sr.summary import COST_KEYS, METRICS
 
 
@@ -22,9 +23,13 @@ def csv_columns(rep: SweepReport) -> list[str]:
     cols += [f"{s}/{m}" for s in sets for m in METRICS]
     cols += [f"{e}/{k}" for e in exits for k in COST_KEYS]
     cols += [f"{s}/{e}/{m}" for s in sets for e in exits for m in METRICS]
-    cols += ["train_time_s", "global_step", "published_source", "error"]
-    _ordered(cols, sorted(present))
-    return [c for c in cols if c in present or c in (*rep.keys, "job", "source", "status")]
+    cols += ["train_time_s", "global_step", "images_seen", "machine", "published_source", "reproduced",
+             "reproduced_detail", "protocol_differences", "error"]
+    _ordered(cols, sorted(c for c in present if not c.endswith(STD)))
+    if "n" in present:  # seed groups: n after status, every mean's std right after it
+        cols.insert(cols.index("status") + 1, "n")
+    cols = [x for c in cols for x in ((c, c + STD) if c + STD in present else (c,))]
+    return [c for c in dict.fromkeys(cols) if c in present or c in (*rep.keys, "job", "source", "status")]
 
 
 def write_csv(rep: SweepReport, path: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lightning_sr.report.collect import BICUBIC, PUBLISHED, SweepReport
-from lightning_sr.report.markdown import _fmt, _header, md_columns
+from lightning_sr.report.markdown import TEXT_COLS, _header, cell_text, how_to_read, md_columns
 
 CROP = 128  # side of each of the LR | SR | HR crops, px
 
@@ -32,6 +32,7 @@ th{background:#f3f3f3;cursor:pointer;user-select:none;position:sticky;top:0}th.a
 th.desc:after{content:" \\25BC"}td.t{text-align:left}tr.published td{background:#eaf6ea}
 tr.bicubic td{color:#777}.tag{background:#2a7d2a;color:#fff;border-radius:3px;padding:0 4px;font-size:11px}
 tr.failed td,tr.unfinished td{background:#fbeaea}.plots img{max-width:48%;margin-right:1%}
+td.sig{font-weight:bold}.warning{background:#fff3cd;padding:4px 8px}
 .crops{display:flex;flex-wrap:wrap;gap:16px}.crop figure{margin:0}.crop figcaption{font-size:12px}
 """
 
@@ -87,14 +88,14 @@ def sample_crop(panel: Path, size: int = CROP) -> np.ndarray | None:
 
 def _cell(col: str, row: dict[str, Any], rep: SweepReport) -> str:
     v = row.get(col, "")
-    text_cols = (*rep.keys, "job", "source", "status", "exit")
-    if col in text_cols:
-        shown = html.escape(str(v))
+    if col in rep.keys or col in TEXT_COLS or col == "reproduced":
+        shown = html.escape(cell_text(col, row, rep))
         if col == "source" and v == PUBLISHED:
             shown = '<span class="tag">published</span>'
         return f'<td class="t">{shown}</td>'
     raw = "" if v in (None, "") else str(v)
-    return f'<td data-v="{html.escape(raw)}">{html.escape(_fmt(col, v))}</td>'
+    sig = ' class="sig"' if col.split("/")[-1].startswith("delta_") and row.get(f"{col}_sig") else ""
+    return f'<td data-v="{html.escape(raw)}"{sig}>{html.escape(cell_text(col, row, rep))}</td>'
 
 
 def write_html(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path:
@@ -112,6 +113,7 @@ def write_html(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path:
     if rep.published is not None:
         out.append(f'<p><span class="tag">published</span> rows: {html.escape(rep.published.source)} '
                    f"(the paper's numbers, not measured here).</p>")
+    out += [f'<p class="warning"><b>Warning:</b> {html.escape(w)}</p>' for w in rep.warnings]
     out += [f"<p>Note: {html.escape(n)}</p>" for n in rep.notes]
     out.append('<p>Click a column header to sort.</p><table id="report"><thead><tr>'
                + "".join(f"<th>{html.escape(_header(c, rep))}</th>" for c in cols) + "</tr></thead><tbody>")
@@ -121,6 +123,7 @@ def write_html(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path:
         job = f' data-job="{html.escape(str(r.get("job", "")))}"' if src not in (PUBLISHED, BICUBIC) else ""
         out.append(f'<tr class="{cls}"{job}>' + "".join(_cell(c, r, rep) for c in cols) + "</tr>")
     out.append("</tbody></table>")
+    out += [f"<p><i>{html.escape(x.strip('_'))}</i></p>" for x in how_to_read(rep) if x]
     if plots:
         out.append('<h2>Plots</h2><div class="plots">')
         for key, p in plots.items():

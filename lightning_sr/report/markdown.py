@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_sr.report.collect import PUBLISHED, SweepReport, _ordered
+from lightning_sr.report.compare import DELTA_METRICS, STD
 from lightning_sr.summary import METRICS
 
 
@@ -26,6 +27,10 @@ def _num(v: Any, fmt: str) -> str:
 
 def _fmt(col: str, v: Any) -> str:
     last = col.split("/")[-1]
+    if last == "global_step" or last == "images_seen":
+        return _num(v, ",.0f")
+    if last.startswith("delta_"):
+        return _num(v, "+.4f" if last != "delta_psnr" else "+.3f")
     if last in ("params", "params_trainable"):
         return _num(v, ",.0f")
     if last == "macs":
@@ -67,13 +72,39 @@ def _header(col: str, rep: SweepReport) -> str:
              "size_mb": "size (MB)", "latency_ms": "CPU latency (ms)", "psnr": "PSNR", "ssim": "SSIM",
              "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100", "train_time_s": "train time", "job": "job", "source": "source", "status": "status",
              "accuracy": "accuracy (%)", "label": "published row",
-             "r_s": "r_s (teacher/student MACs)", "r_c": "r_c (teacher fp32/student bytes)"}
+             "r_s": "r_s (teacher/student MACs)", "r_c": "r_c (teacher fp32/student bytes)",
+             "n": "n (seeds)", "global_step": "steps", "images_seen": "images seen", "machine": "latency machine",
+             "reproduced": "reproduced?", "protocol_differences": "protocol differences (vs paper)"}
+    if last.startswith("delta_"):
+        return " ".join([*parts[:-1], f"Δ{names.get(last[6:], last[6:])} vs {rep.reference} (95% CI)"])
     if col in rep.keys:
         return col
     if recycled(rep):  # Weight Recycle: fewer stored parameters, the same multiply-accumulates
         names.update(params="params (stored)", macs="GMACs (real, unchanged by recycling)")
     base = names.get(last, last)
     return " ".join([*parts[:-1], base]) if len(parts) > 1 else base
+
+
+def how_to_read(rep: SweepReport) -> list[str]:
+    """Lines under the table that say how to read its statistics columns (only those present)."""
+    from lightning_sr.report.stats import CONFIDENCE, RESAMPLES
+
+    out = []
+    if any(r.get("n") not in (None, "") for r in rep.rows):
+        out.append("Seeds: jobs that differ only by `seed` are one row; numbers are the mean ± sample std (ddof 1) "
+                   "over its `n` finished seeds.")
+    if rep.reference:
+        out.append(f"Δ: row minus the reference row `{rep.reference}`, paired per image (and per seed when both "
+                   f"rows ran the same seeds, else on per-image seed means) from per_image.csv, with a "
+                   f"{CONFIDENCE:.0%} bootstrap interval ({RESAMPLES:,} resamples of images and seeds); `*`: the "
+                   f"interval excludes 0.")
+    if any(r.get("reproduced") for r in rep.rows):
+        out.append("Reproduced?: measured minus published PSNR on every set both have, within the table's "
+                   "tolerance; the protocol differences that can explain a gap are beside it.")
+    if any(r.get("machine") for r in rep.rows):
+        out.append("Latency machine: the CPU (and GPU) of the jobs' manifest.json; latencies of different machines "
+                   "are never compared.")
+    return ["", *[f"_{x}_" for x in out]] if out else []
 
 
 def recycled(rep: SweepReport) -> bool:
@@ -85,12 +116,14 @@ def recycled(rep: SweepReport) -> bool:
 def md_columns(rep: SweepReport) -> list[str]:
     present = set().union(*[r.keys() for r in rep.rows])
     cols = [*rep.keys, "job", "source", "status"]
+    if any(r.get("n") not in (None, "") for r in rep.rows):
+        cols.append("n")
     if any(r.get("exit") for r in rep.rows):
         cols.append("exit")
     cols.append("params")
     if any(r.get("params_trainable") not in (None, r.get("params")) for r in rep.measured()):
         cols.append("params_trainable")
-    cols += ["macs", "size_mb", "latency_ms"]
+    cols += ["macs", "size_mb", "latency_ms", "machine"]
     sets = list(rep.sets)
     _ordered(sets, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in METRICS
                            and not k.startswith(TEACHER)}))
@@ -104,10 +137,37 @@ def md_columns(rep: SweepReport) -> list[str]:
     # distillation: the teacher beside the student; GAN Slimming's ratios (teacher / deployed student)
     cols += ["teacher/params", "teacher/macs", "teacher/size_mb", *[f"teacher/{s}/{m}" for s in sets for m in METRICS],
              "r_s", "r_c"]
-    cols.append("train_time_s")
+    cols += [f"{s}/delta_{m}" for s in sets for m in DELTA_METRICS]  # paired differences to the reference row
+    cols += ["global_step", "images_seen", "train_time_s"]  # the training budget
     if rep.published is not None:  # the paper's row names (also of published rows this sweep did not run)
-        cols.append("label")
+        cols += ["label", "reproduced", "protocol_differences"]
     return [c for c in cols if c in (*rep.keys, "job", "source", "status") or any(c in r for r in rep.rows)]
+
+
+TEXT_COLS = ("job", "source", "status", "exit", "label", "machine", "protocol_differences")
+
+
+def cell_text(col: str, row: dict[str, Any], rep: SweepReport) -> str:
+    """A cell as report.md and report.html show it: numbers formatted, ``mean ± std`` for a seed group,
+    ``Δ [lo, hi] *`` for a paired difference (``*``: the 95 % interval excludes 0), the reproduced verdict with
+    its numbers."""
+    v = row.get(col, "")
+    if col in rep.keys or col in TEXT_COLS:
+        return str(v) if v is not None else ""
+    if col == "reproduced":
+        return f"{v}: {row['reproduced_detail']}" if v and row.get("reproduced_detail") else str(v or "")
+    last = col.split("/")[-1]
+    if last.startswith("delta_") and v not in (None, "", "reference"):
+        lo, hi = row.get(f"{col}_lo"), row.get(f"{col}_hi")
+        text = _fmt(col, v)
+        if lo not in (None, "") and hi not in (None, ""):
+            text += f" [{_fmt(col, lo)}, {_fmt(col, hi)}]"
+        return text + (" *" if row.get(f"{col}_sig") else "")
+    text = _fmt(col, v)
+    sd = row.get(col + STD)
+    if text and sd not in (None, "", 0, 0.0) and row.get("n", 0) and int(row.get("n", 0)) > 1:
+        text += " ± " + (_fmt(col, sd) if last not in ("train_time_s",) else _duration(sd))
+    return text
 
 
 def _md_escape(s: str) -> str:
@@ -141,19 +201,18 @@ def write_markdown(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path
         if unmeasured and rep.sets:
             lines += ["", f"Note: the published numbers are on {', '.join(unmeasured)}, this sweep measured "
                           f"{', '.join(rep.sets)} (a smoke run?): their columns are not comparable."]
+    for warning in rep.warnings:
+        lines += ["", f"**Warning:** {warning}"]
     for note in rep.notes:
         lines += ["", f"Note: {note}"]
     lines += ["", "| " + " | ".join(_header(c, rep) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rep.rows:
         cells = []
         for c in cols:
-            v = r.get(c, "")
-            if c == "source" and v == PUBLISHED:
-                v = "**published**"
-            elif c not in (*rep.keys, "job", "source", "status", "exit", "label"):
-                v = _fmt(c, v)
+            v = "**published**" if c == "source" and r.get(c) == PUBLISHED else cell_text(c, r, rep)
             cells.append(_md_escape(str(v)))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += how_to_read(rep)
     meas = [j for j in rep.jobs if j.metrics and j.status == "finished"]
     if meas:
         c = meas[0].metrics.get("cost") or {}

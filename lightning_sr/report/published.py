@@ -24,10 +24,14 @@ class PublishedRow:
     exit: str | None
     label: str | None
     values: dict[str, Any]         # columns in the measured naming scheme
+    baseline: str | None = None    # ``bicubic``: the paper's row of the baseline the report measures itself
 
     def matches(self, job: Job) -> bool:
         """The job reproduces this row: its values of the match keys; an architecture key (``model.res_blocks``)
-        is read from the generator the job trained (metrics.json), so a pruned job matches by what it became."""
+        is read from the generator the job trained (metrics.json), so a pruned job matches by what it became.
+        A row without ``match`` (another method of the paper's table) matches no job."""
+        if not self.match:
+            return False
         ov = job.override_values()
         trained = (job.metrics or {}).get("generator") or {}
         for k, want in self.match.items():
@@ -112,6 +116,29 @@ def _row_values(entry: dict[str, Any], exit_name: str | None, default_sets: list
     return out
 
 
+def _label(e: dict[str, Any]) -> str | None:
+    """The row's name, with its training data when the row gives it (``SRCNN (trained on ImageNet)``)."""
+    label = e.get("label")
+    if label and e.get("train_set"):
+        return f"{label} (trained on {e['train_set']})"
+    return label
+
+
+def tables_for_data(data: str) -> list[str]:
+    """Published tables whose ``for_data`` lists the data preset ``data`` (e.g. ``t91``): the table a run
+    trained on that preset is shown beside when it names none itself."""
+    out = []
+    for d in PUBLISHED_DIRS:
+        for p in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            try:
+                doc = load_yaml(p) or {}
+            except Exception:
+                continue
+            if data in [str(x) for x in (doc.get("for_data") or [])] and p.stem not in out:
+                out.append(p.stem)
+    return out
+
+
 def load_published(name: str) -> PublishedTable:
     """Load ``sweeps/published/<name>.yaml`` (or a path); see sweeps/published/README.md for the format."""
     from lightning_sr.errors import ConfigError
@@ -133,7 +160,8 @@ def load_published(name: str) -> PublishedTable:
     rows = []
     for match, e in entries:
         exit_name = match.pop(EXIT_KEY, None) or e.get(EXIT_KEY)
-        rows.append(PublishedRow(match, str(exit_name) if exit_name else None, e.get("label"),
-                                 _row_values(e, str(exit_name) if exit_name else None, list(sets))))
+        rows.append(PublishedRow(match, str(exit_name) if exit_name else None, _label(e),
+                                 _row_values(e, str(exit_name) if exit_name else None, list(sets)),
+                                 str(e["baseline"]) if e.get("baseline") else None))
     meta = {k: v for k, v in doc.items() if k != "rows"}
     return PublishedTable(path.stem, path, meta, rows)

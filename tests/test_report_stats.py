@@ -1,0 +1,237 @@
+"""Seeds and statistics in the sweep report (issue 21 part 3, issue 18 item 9): lightning_sr.report.stats against
+hand-computable cases and independent computations; a real ``-m seed=0,1,2 model.res_blocks=1,2`` smoke sweep
+whose report has mean ± std and n, the paired delta with its bootstrap interval, the reproduced column, the budget
+columns and the machine of every latency; manifest.json in every job folder; LapSRN's published x4 table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lightning_sr.report import collect, main
+from lightning_sr.report.published import load_published, tables_for_data
+from lightning_sr.report.stats import mean_std, paired_bootstrap, paired_differences
+from tests.conftest import SMOKE, run_cli
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# ----- stats: hand-computable and independent checks ---------------------------------------------------------------
+def test_mean_std_is_numpy_sample_std():
+    xs = [27.1, 27.4, 26.9, 27.0]
+    m, sd, n = mean_std(xs)
+    assert n == 4 and m == pytest.approx(np.mean(xs)) and sd == pytest.approx(np.std(xs, ddof=1))
+    assert mean_std([5.0]) == (5.0, 0.0, 1) and mean_std([])[2] == 0
+
+
+def test_bootstrap_hand_computable():
+    # two images, differences 0 and 1: resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    m, lo, hi = paired_bootstrap(np.array([0.0, 1.0]), resamples=4000, seed=3)
+    assert (m, lo, hi) == (0.5, 0.0, 1.0)
+    m, lo, hi = paired_bootstrap(np.full((5, 3), 0.25))  # a constant difference: no spread
+    assert m == lo == hi == pytest.approx(0.25)
+    m, lo, hi = paired_bootstrap(np.array([-2.0, -1.0, 1.0, 2.0]))  # zero difference: the interval holds 0
+    assert m == 0.0 and lo < 0 < hi
+
+
+def test_bootstrap_matches_a_t_interval_on_a_large_sample():
+    rng = np.random.default_rng(7)
+    d = rng.normal(0.05, 0.5, size=4000)  # known mean difference 0.05 dB
+    m, lo, hi = paired_bootstrap(d, resamples=4000)
+    half = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
+    assert lo < 0.05 < hi
+    assert lo == pytest.approx(d.mean() - half, abs=0.2 * half) and hi == pytest.approx(d.mean() + half, abs=0.2 * half)
+    # images x seeds: a seed offset shared by both rows cancels in the pairs, so it cannot widen the interval
+    grid = rng.normal(0.05, 0.5, size=(1000, 3))
+    m2, lo2, hi2 = paired_bootstrap(grid, resamples=2000)
+    assert lo2 < 0.05 < hi2 and m2 == pytest.approx(grid.mean())
+
+
+def test_pairing_same_seeds_by_image_and_seed_else_on_seed_means():
+    def side(vals: dict[int, dict[str, float]]) -> dict:
+        return {s: {"S": {i: {"psnr": v} for i, v in imgs.items()}} for s, imgs in vals.items()}
+
+    row = side({0: {"a": 30.0, "b": 20.0}, 1: {"a": 32.0, "b": 22.0}})
+    ref = side({0: {"a": 29.0, "b": 20.5}, 1: {"a": 31.0, "b": 21.0}})
+    d, by_seed = paired_differences(row, ref, "S", "psnr")
+    assert by_seed and d.tolist() == [[1.0, 1.0], [-0.5, 1.0]]
+    other = side({5: {"a": 28.0, "b": 21.0, "c": 1.0}})  # other seeds (and an image the row lacks)
+    d, by_seed = paired_differences(row, other, "S", "psnr")
+    assert not by_seed and d.tolist() == [31.0 - 28.0, 21.0 - 21.0]
+
+
+# ----- the real seed sweep --------------------------------------------------------------------------------------
+TABLE = {"title": "test table", "source": "test", "eval_set": "embedded", "tolerance_db": 1.0,
+         "protocol": {"data": "t91", "iterations": 1000, "degradation": "bicubic"},
+         "rows": [{"match": {"model.res_blocks": 1}, "label": "ours-1", "psnr": 27.0}]}
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory) -> Path:
+    sweep = tmp_path_factory.mktemp("seeds") / "sweep"
+    smoke = [a for a in SMOKE if not a.startswith(("model.res_blocks", "trainer.max_steps", "trainer.val_check"))]
+    run_cli("train.py", ["-m", "seed=0,1,2", "model.res_blocks=1,2", *smoke, "trainer.max_steps=2",
+                         "trainer.val_check_interval=2", "report.reference=model.res_blocks:1",
+                         f"hydra.sweep.dir={sweep}"])
+    return sweep
+
+
+def _jobs_by_blocks(sweep: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for d in sorted((p for p in sweep.iterdir() if (p / "metrics.json").is_file()), key=lambda p: int(p.name)):
+        ov = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())
+        blocks = next(o.split("=")[1] for o in ov if o.startswith("model.res_blocks="))
+        out.setdefault(blocks, []).append(d)
+    return out
+
+
+def _per_image(job: Path) -> dict[str, float]:
+    return {r["image"]: float(r["psnr"]) for r in read_csv(job / "per_image.csv") if r["set"] == "embedded"
+            and not r["exit"]}
+
+
+def test_seed_sweep_report(seed_sweep, tmp_path):
+    table = tmp_path / "table.yaml"
+    table.write_text(yaml.safe_dump(TABLE))
+    assert main([str(seed_sweep), "--published", str(table)]) == 0
+    rows = read_csv(seed_sweep / "report.csv")
+    meas = {r["model.res_blocks"]: r for r in rows if r["source"] == "measured"}
+    assert sorted(meas) == ["1", "2"] and len([r for r in rows if r["source"] == "measured"]) == 2
+    jobs = _jobs_by_blocks(seed_sweep)
+    for blocks, r in meas.items():
+        assert r["n"] == "3" and r["seed"] == "0,1,2"
+        ms = [json.loads((d / "metrics.json").read_text()) for d in jobs[blocks]]
+        for col, vals in (("embedded/psnr", [m["sets"]["embedded"]["psnr"] for m in ms]),
+                          ("embedded/ssim", [m["sets"]["embedded"]["ssim"] for m in ms]),
+                          ("latency_ms", [m["cost"]["latency_ms"] for m in ms]),
+                          ("train_time_s", [m["train_time_s"] for m in ms])):
+            assert float(r[col]) == pytest.approx(np.mean(vals), rel=1e-12), col
+            assert float(r[col + "_std"]) == pytest.approx(np.std(vals, ddof=1), rel=1e-9, abs=1e-15), col
+        batch = yaml.safe_load((jobs[blocks][0] / ".hydra" / "config.yaml").read_text())["data"]["batch_size"]
+        assert r["global_step"] == "2" and int(r["images_seen"]) == ms[0]["batches"] * int(batch) > 0
+
+    # paired delta of res_blocks=2 against the reference res_blocks=1 (report.reference of the jobs' config):
+    # recomputed here from per_image.csv, pairs (image, seed), the same RNG stream, plain indexing
+    ref, other = meas["1"], meas["2"]
+    assert ref["embedded/delta_psnr"] == "reference"
+    a = [_per_image(d) for d in jobs["2"]]
+    b = [_per_image(d) for d in jobs["1"]]
+    images = sorted(a[0])
+    d = np.array([[a[s][i] - b[s][i] for s in range(3)] for i in images])
+    rng = np.random.default_rng(0)
+    ii = rng.integers(0, d.shape[0], size=(10_000, d.shape[0]))
+    ss = rng.integers(0, 3, size=(10_000, 3))
+    means = np.array([d[np.ix_(ii[k], ss[k])].mean() for k in range(10_000)])
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    assert float(other["embedded/delta_psnr"]) == pytest.approx(d.mean(), abs=1e-12)
+    assert float(other["embedded/delta_psnr_lo"]) == pytest.approx(lo, abs=1e-12)
+    assert float(other["embedded/delta_psnr_hi"]) == pytest.approx(hi, abs=1e-12)
+    assert other["embedded/delta_psnr_sig"] == ("*" if lo > 0 or hi < 0 else "")
+    assert other["embedded/delta_psnr_pairs"] == f"{len(images)} images x 3 seeds"
+
+    # reproduced? against the published row of res_blocks=1, with the protocol differences beside it
+    assert float(ref["embedded/psnr_published"]) == 27.0
+    assert float(ref["embedded/psnr_minus_published"]) == pytest.approx(float(ref["embedded/psnr"]) - 27.0)
+    assert ref["reproduced"] == ("yes" if abs(float(ref["embedded/psnr"]) - 27.0) <= 1.0 else "no")
+    assert "27.00" in ref["reproduced_detail"] and "tolerance 1 dB" in ref["reproduced_detail"]
+    assert "training data embedded (paper: t91)" in ref["protocol_differences"]
+    assert "2 iterations (paper: 1,000)" in ref["protocol_differences"]
+    assert "degradation" not in ref["protocol_differences"]
+    assert other.get("reproduced", "") == ""  # no published row for 2 blocks
+
+    md = (seed_sweep / "report.md").read_text()
+    title = md.splitlines()[0]
+    assert title == "# Sweep report: seed=0,1,2 model.res_blocks=1,2", title  # what the sweep varies
+    assert "srresnet" not in title
+    assert "ΔPSNR vs model.res_blocks=1 (95% CI)" in md and " ± " in md and "reproduced?" in md
+    assert f"{float(other['embedded/delta_psnr']):+.3f} [{lo:+.3f}, {hi:+.3f}]" in md
+    assert "| steps | images seen | train time |" in md and "latency machine" in md
+    assert "Warning" not in md  # equal budgets, one machine
+    page = (seed_sweep / "report.html").read_text()
+    assert "ΔPSNR vs model.res_blocks=1" in page and f"[{lo:+.3f}, {hi:+.3f}]" in page and "reproduced?" in page
+
+    # every job folder has its manifest: environment lock, CPU model and flags, data checksums
+    from lightning_sr.cost import cpu_name
+    from lightning_sr.manifest import cpu_flags
+
+    for d in (p for p in seed_sweep.iterdir() if (p / ".hydra").is_dir()):
+        man = json.loads((d / "manifest.json").read_text())
+        assert man["cpu"]["model"] == cpu_name() and man["cpu"]["flags"] == cpu_flags()
+        assert man["cpu"]["flags"] or not Path("/proc/cpuinfo").is_file()  # x86: at least sse4_2
+        assert isinstance(man["cpu"]["flags"], list) and man["packages"]["torch"].split("+")[0] in man["torch"]
+        assert man["data"]["embedded"]["files"] == len(images) and len(man["data"]["embedded"]["sha256"]) == 64
+        assert man["data"]["embedded"]["method"] == "content" and man["data"]["train"]["files"] > 0
+    machine = json.loads((seed_sweep / "0" / "manifest.json").read_text())["machine"]
+    assert ref["machine"] == machine and other["machine"] == machine
+
+
+def test_bad_reference_is_one_line_listing_rows(seed_sweep, capsys):
+    assert main([str(seed_sweep), "--reference", "model.res_blocks=7", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.res_blocks=7" in err[0]
+    assert "model.res_blocks=1, model.res_blocks=2" in err[0]
+    rep = collect(seed_sweep, reference="2")  # the value alone names the row when one key (besides seed) is swept
+    assert rep.reference == "model.res_blocks=2"
+
+
+def test_budgets_and_machines_are_warned_about(seed_sweep, tmp_path):
+    sweep = tmp_path / "copy"
+    shutil.copytree(seed_sweep, sweep)
+    m = json.loads((sweep / "1" / "metrics.json").read_text())
+    m["global_step"], m["images_seen"] = 4, 2 * m["images_seen"]
+    (sweep / "1" / "metrics.json").write_text(json.dumps(m))
+    man = json.loads((sweep / "3" / "manifest.json").read_text())
+    man["machine"] = "Other CPU 9000"
+    (sweep / "3" / "manifest.json").write_text(json.dumps(man))
+    assert main([str(sweep), "--no-plots"]) == 0
+    md = (sweep / "report.md").read_text()
+    warnings = [line for line in md.splitlines() if line.startswith("**Warning:**")]
+    assert len(warnings) == 2
+    assert "latencies not compared: the jobs ran on 2 machines" in warnings[0] and "Other CPU 9000" in warnings[0]
+    assert "different training budgets" in warnings[1] and "model.res_blocks=2: 4 or 2 steps" in warnings[1]
+    rows = [r for r in read_csv(sweep / "report.csv") if r["source"] == "measured"]
+    assert all(r.get("latency_ms", "") == "" for r in rows)  # the refused comparison is not in the table either
+    assert "CPU latency" not in md.split("| seed |")[1].splitlines()[0]
+
+
+# ----- LapSRN's x4 table ------------------------------------------------------------------------------------------
+def test_lapsrn_table_is_selected_by_t91_data_and_checks_bicubic(tmp_path):
+    t = load_published("lapsrn_x4")
+    labels = [r.label for r in t.rows]
+    assert labels == ["bicubic", "A+ (trained on T91)", "SRCNN (trained on ImageNet)",
+                      "FSRCNN (trained on T91 + General100)", "VDSR (trained on T91 + BSD200)"]
+    vdsr = t.rows[-1].values
+    assert (vdsr["Set5/psnr"], vdsr["Set14/ssim"], vdsr["BSD100/psnr"], vdsr["Urban100/ssim"]) == (
+        31.35, 0.7674, 27.29, 0.7524)
+    assert t.rows[0].values["Set5/psnr"] == 28.42 and t.rows[1].values["Urban100/psnr"] == 24.32
+    assert tables_for_data("t91") == ["lapsrn_x4"] and tables_for_data("embedded") == []
+
+    # a run trained with data=t91 (Hydra's choice), no `published` key: the report shows LapSRN's rows
+    sweep = tmp_path / "t91"
+    job = sweep / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["data=t91", "model.res_blocks=4"]))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"model": {"res_blocks": 4}, "data": {"name": "t91"}}))
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"data": "t91"}}}}))
+    sets = {"Set5": {"psnr": 30.1, "ssim": 0.85}}
+    (job / "metrics.json").write_text(json.dumps({"status": "finished", "psnr": 30.1, "sets": sets, "params": 10,
+                                                  "bicubic": {"Set5": {"psnr": 28.43, "ssim": 0.8113}}}))
+    assert main([str(sweep), "--no-plots"]) == 0
+    rows = read_csv(sweep / "report.csv")
+    pub = [r for r in rows if r["source"] == "published"]
+    assert [r["label"] for r in pub] == labels[1:] + ["bicubic"]
+    assert all(r["status"] == "other method" for r in pub[:-1]) and pub[0]["job"] == ""
+    bic = next(r for r in rows if r["source"] == "bicubic")
+    assert bic["reproduced"] == "yes" and float(bic["Set5/psnr_minus_published"]) == pytest.approx(0.01)
+    md = (sweep / "report.md").read_text()
+    assert "VDSR (trained on T91 + BSD200)" in md and "31.35" in md
