@@ -11,7 +11,7 @@ from tests.conftest import SMOKE, compose, run_cli
 @pytest.mark.slow
 def test_multirun_times_ddp_runs_each_job_once(tmp_path):
     run_cli("train.py", ["-m", *SMOKE, "model.res_blocks=1,2", "trainer=ddp_cpu", "trainer.devices=2",
-                         "cost.latency=false", f"hydra.sweep.dir={tmp_path}"], timeout=900)
+                         "cost.latency=false", f"hydra.sweep.dir={tmp_path}"], timeout=540)
     jobs = sorted(d.name for d in tmp_path.iterdir() if d.is_dir() and not d.name.startswith("."))
     assert jobs == ["0", "1"]
     for j, blocks in (("0", 1), ("1", 2)):

@@ -119,7 +119,7 @@ def test_two_job_sweep_through_submitit_local(tmp_path):
     sweep = tmp_path / "sweep"
     smoke = [a for a in SMOKE if not a.startswith("model.res_blocks")]
     p = run_cli("train.py", ["-m", "model.res_blocks=1,2", *smoke, "hydra/launcher=submitit_local",
-                             f"hydra.sweep.dir={sweep}"], timeout=900)
+                             f"hydra.sweep.dir={sweep}"], timeout=570)
     metrics = _finished_jobs(sweep)
     assert [m["status"] for m in metrics] == ["finished", "finished"]
     assert [m["generator"]["res_blocks"] for m in metrics] == [1, 2]
@@ -135,7 +135,7 @@ def test_srgan_table_smoke_variant(tmp_path):
     sweep = tmp_path / "sweep"
     p = run_cli("train.py", ["-m", "experiment=srgan_layer_pruning", "profile=smoke", "model.res_blocks=2,1",
                              "model.channels=8", "trainer.max_steps=2", "trainer.val_check_interval=1",
-                             "callbacks.progress_bar.refresh_rate=0", f"hydra.sweep.dir={sweep}"], timeout=900)
+                             "callbacks.progress_bar.refresh_rate=0", f"hydra.sweep.dir={sweep}"], timeout=570)
     assert "RANDOM VGG19" in p.stderr
     metrics = _finished_jobs(sweep)
     assert [m["generator"]["res_blocks"] for m in metrics] == [2, 1]

@@ -291,7 +291,7 @@ def test_tecogan_block_pruning_smoke_sweep_with_report(tmp_path):
     run_cli("train.py", ["-m", "experiment=tecogan_block_pruning", "profile=smoke", "model.channels=8",
                          "model.discriminator.channels=8", "trainer.max_steps=2", "callbacks.progress_bar.refresh_rate=0",
                          "callbacks.model_summary=null", "cost.latency=false", "metrics.lpips.enabled=false",
-                         f"hydra.sweep.dir={sweep}"], timeout=900)
+                         f"hydra.sweep.dir={sweep}"], timeout=570)
     jobs = [json.loads((sweep / str(j) / "metrics.json").read_text()) for j in range(5)]
     assert [m["generator"]["res_blocks"] for m in jobs] == [10, 7, 5, 3, 1]
     assert all(m["status"] == "finished" and "tof" in m for m in jobs)
