@@ -109,17 +109,16 @@ def test_multi_exit_with_batchnorm_under_ddp_equals_a_single_process(tmp_path):
 def test_a_crash_on_one_rank_neither_hangs_nor_loses_the_checkpoint(tmp_path):
     """Rank 1 fails at step 3 while rank 0 goes on: the run ends (no collective save from the exception handler
     waiting for the other rank) and rank 0's state at its last step is on disk."""
-    import time
-
     import torch
 
     run = tmp_path / "ddp"
-    t0 = time.perf_counter()
+    # a hang (rank 0 waiting in a collective for the dead rank 1: gloo's 30-minute default) fails as TimeoutExpired;
+    # no wall-time bar beside it: the run's own time depends on the shared machine's load
     p = run_cli("train.py", [*SMOKE, "trainer=ddp_cpu", "trainer.devices=2", "trainer.max_steps=8",
                              "callbacks.last_checkpoint.every_n_steps=100", "cost.latency=false",
                              "+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=3",
                              "+callbacks.crash.rank=1", f"hydra.run.dir={run}"], timeout=240, check=False)
-    assert p.returncode != 0 and time.perf_counter() - t0 < 200
+    assert p.returncode != 0
     assert "simulated crash at step 3 on rank 1" in p.stdout + p.stderr
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), (p.stdout + p.stderr)[-3000:]  # periodic saving is off: the exception handler wrote it
