@@ -128,7 +128,16 @@ def test_two_job_sweep_through_submitit_local(tmp_path):
     metrics = _finished_jobs(sweep)
     assert [m["status"] for m in metrics] == ["finished", "finished"]
     assert [m["generator"]["res_blocks"] for m in metrics] == [1, 2]
-    assert all(m["cost"]["params"] > 0 and m["psnr"] > 10 for m in metrics)
+    # each job measured its own model: its parameter count and evaluate.py's PSNR of its last.ckpt
+    from lightning_sr.checkpoint import load_generator
+    from lightning_sr.cost import count_params
+    from lightning_sr.run import evaluate
+
+    for i, m in enumerate(metrics):
+        assert m["cost"]["params"] == count_params(load_generator(m["last_ckpt"])[0])
+        ev = evaluate(compose([f"ckpt_path={m['last_ckpt']}", "cost.latency=false"], tmp_path / f"ev{i}", "evaluate"))
+        assert m["psnr"] == pytest.approx(ev["psnr"], abs=1e-6)
+    assert metrics[0]["psnr"] != metrics[1]["psnr"]
     assert list((sweep / ".submitit").iterdir())  # submitit's own job files
     assert (sweep / "report.md").is_file()  # written by the multirun's end callback
     assert "Submitit 'local' sweep output dir" in p.stdout + p.stderr
