@@ -253,6 +253,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "batches": module.batches_done(), "resumed_from": resume,
         "images_seen": module.batches_done() * int(cfg.data.get("batch_size", 1)) * int(trainer.world_size),
         "config_fingerprint": config_fingerprint(cfg),
+        "world_size": trainer.world_size, "written_by_rank": trainer.global_rank,  # DDP: rank zero alone reports
         "best_ckpt": getattr(ckpt_cb, "best_model_path", None) or None,
         "last_ckpt": str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb is not None and ckpt_cb.dirpath else None,
     }, roles)

@@ -85,3 +85,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LSR_CACHE", str(cache))
     monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`solo` (timed: nothing may run beside it) only exists together with `long`: `make test` runs everything but
+    `long` on 2 xdist workers, and `make test-long` runs the `long` tests alone. A solo test without `long` would run
+    beside others under `make test` and time the machine's load instead of the command."""
+    bad = [it.nodeid for it in items if it.get_closest_marker("solo") and not it.get_closest_marker("long")]
+    if bad:
+        raise pytest.UsageError(f"tests marked solo must also be marked long (make test-long runs them alone): {bad}")

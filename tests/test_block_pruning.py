@@ -17,7 +17,7 @@ from lightning_sr.compression.block_pruning import (
     select_blocks,
 )
 from lightning_sr.errors import ConfigError
-from lightning_sr.models import ARCHS, build_generator
+from lightning_sr.models import build_generator
 from lightning_sr.run import train
 from tests.compression_helpers import SPEC, one_thread, save_ckpt, tiny_data, tiny_generator  # noqa: F401
 from tests.conftest import SMOKE, compose
@@ -102,7 +102,6 @@ def test_bad_arguments_fail_at_construction(kwargs, match):
     assert "\n" not in str(e.value) and "compression.block_prune." in str(e.value)
 
 
-@pytest.mark.skipif("multi_exit" not in ARCHS, reason="multi-exit model not available")
 def test_multi_exit_models_are_refused():
     from lightning_sr.compression.block_pruning import residual_blocks
 

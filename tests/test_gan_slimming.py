@@ -50,7 +50,20 @@ def test_gan_slimming_ends_in_a_slim_int8_generator_with_r_c_and_r_s_and_resumes
     student, _ = load_generator(tmp_path / "checkpoints" / "last.ckpt")
     dense = build_generator(SRGAN_SPEC)
     assert sum(p.numel() for p in student.parameters()) < 0.6 * sum(p.numel() for p in dense.parameters())
-    assert (tmp_path / "checkpoints" / "int8.pt2").is_file()
+    # the artefact: one int8 weight tensor per convolution of the slim student, no fp32 copies, and evaluate.py on
+    # it gives the int8 PSNR the run recorded (compile=false in the run: evaluated uncompiled here too)
+    import torch
+
+    from lightning_sr.run import evaluate
+
+    art = tmp_path / "checkpoints" / "int8.pt2"
+    q8, q8_spec = load_generator(art)
+    assert q8_spec["_int8"] and sum(b.dtype == torch.int8 for b in q8.buffers()) == n_convs
+    assert not any(p.dim() == 4 for p in q8.parameters())
+    ev = evaluate(compose([f"ckpt_path={art}", "int8_compile=false", "cost.latency=false"], tmp_path / "ev",
+                          config_name="evaluate"))
+    assert ev["psnr"] == pytest.approx(m["int8"]["psnr"], abs=1e-4) and ev["ssim"] == pytest.approx(
+        m["int8"]["ssim"], abs=1e-6)
     t = m["teacher"]
     assert m["r_s"] == pytest.approx(t["macs"] / m["cost"]["macs"], rel=1e-3) and m["r_s"] > 1.8
     # r_c: weights vs weights (state-dict bytes), not the artefact file, which also holds the graph

@@ -79,6 +79,9 @@ def test_tiled_forward_exact_for_pointwise_model():
 
 
 def test_tiled_forward_close_for_srresnet_and_dict_outputs():
+    """SRResNet's receptive field (about 10 LR pixels) exceeds the kept margin (6), so tiles differ from the whole
+    image only by a few 1e-4 at the seams; every named output is stitched the same way."""
+    torch.manual_seed(0)
     m = SRResNet(1, 8, 2, skip="bicubic").eval()
     with torch.no_grad():
         for p in m.tail.parameters():
@@ -87,5 +90,7 @@ def test_tiled_forward_close_for_srresnet_and_dict_outputs():
     with torch.no_grad():
         full = m(x)
     out = tiled_forward(lambda t: {"": m(t), "x2": m(t) * 2}, x, 2, tile=24, overlap=12)
-    assert set(out) == {"", "x2"} and out[""].shape == full.shape
-    assert (out[""] - full).abs().mean() < 1e-2
+    assert set(out) == {"", "x2"} and out[""].shape == out["x2"].shape == full.shape
+    assert (out[""] - full).abs().max() < 1.5e-3  # measured 4.6e-4; overlap=0 gives 0.11
+    assert (out["x2"] - 2 * full).abs().max() < 3e-3
+    assert torch.allclose(out["x2"], 2 * out[""], rtol=0, atol=1e-6)

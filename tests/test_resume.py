@@ -159,4 +159,14 @@ def test_sigterm_saves_checkpoint_then_resumes(tmp_path):
     assert ckpt.is_file(), out[-3000:]  # only SIGTERM could have written it (periodic saving every 1000 steps)
     assert 4 <= _step(ckpt) < 40
     run_cli("train.py", args, timeout=600)
-    assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 40
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["global_step"] == 40
+    # the resumed run ends where the uninterrupted one does: same weights, same PSNR
+    ref_dir = tmp_path.parent / f"{tmp_path.name}_uninterrupted"
+    run_cli("train.py", [*args[:-1], f"hydra.run.dir={ref_dir}"], timeout=600)
+    ref = json.loads((ref_dir / "metrics.json").read_text())
+    assert m["psnr"] == pytest.approx(ref["psnr"], abs=1e-6)
+    from lightning_sr.checkpoint import generator_state, read_checkpoint
+
+    a, b = (generator_state(read_checkpoint(d / "checkpoints" / "last.ckpt")) for d in (ref_dir, tmp_path))
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6

@@ -24,6 +24,15 @@ BASE = [o for o in SMOKE if not o.startswith(("model.res_blocks", "model.channel
     "cost.latency=false", "callbacks.model_summary=null"]
 
 
+def _independent_teacher_figures(ckpt, out) -> tuple[int, float]:
+    """The teacher's parameter count and its PSNR from evaluate.py on the same validation photographs."""
+    from lightning_sr.cost import count_params
+    from lightning_sr.run import evaluate
+
+    g, _ = load_generator(ckpt)
+    return count_params(g), evaluate(compose([f"ckpt_path={ckpt}", "cost.latency=false"], out, "evaluate"))["psnr"]
+
+
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     """A dense student start (2 blocks, 16 channels) and a bigger teacher (4 blocks), random non-zero weights."""
@@ -102,7 +111,8 @@ def test_sparsity_with_distillation_on_every_module(ckpts, tmp_path, model, meth
     sp = next(e for e in m["compression"] if e["technique"] == "channel_sparsity")
     assert sp["macs_ratio"] <= 0.5 and sp["after"]["macs"] < sp["before"]["macs"]
     assert m["cost"]["macs"] == sp["after"]["macs"] and m["params"] == sp["after"]["params"]
-    assert m["teacher"]["params"] > 0 and "psnr" in m["teacher"]
+    params, psnr = _independent_teacher_figures(teacher, tmp_path / "teacher_eval")
+    assert m["teacher"]["params"] == params and m["teacher"]["psnr"] == pytest.approx(psnr, abs=1e-6)
     g, _ = load_generator(m["last_ckpt"])  # a plain pruned model: no gates, no teacher
     assert not gated_modules(g)
     sd = read_checkpoint(m["last_ckpt"])["state_dict"]
@@ -142,7 +152,10 @@ def test_teacher_size_sweep_report(ckpts, tmp_path):
     rows = [r for r in csv.DictReader(open(sweep / "report.csv")) if r["source"] == "measured"]
     assert len(rows) == 2 and {int(r["teacher/params"]) for r in rows} == {
         json.loads((sweep / str(i) / "metrics.json").read_text())["teacher"]["params"] for i in (0, 1)}
-    assert all(float(r["teacher/psnr"]) > 0 for r in rows)
+    for r in rows:  # job 0 was taught by `teacher`, job 1 by `small`
+        ckpt = {"0": teacher, "1": small}[r["job"]]
+        params, psnr = _independent_teacher_figures(ckpt, tmp_path / f"eval_{r['job']}")
+        assert int(r["teacher/params"]) == params and float(r["teacher/psnr"]) == pytest.approx(psnr, abs=1e-4)
     assert "teacher params" in (sweep / "report.md").read_text()
 
 
