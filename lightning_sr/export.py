@@ -398,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exported {res['spec'].get('arch')} x{m['scale']} as {res['format']}{opset}: inputs "
           f"{', '.join(m['inputs'])} -> {', '.join(m['outputs'])} (NCHW float RGB [0, 1], dynamic batch/height/width) "
           f"-> {res['out']}; {checked}; {res['seconds']:.0f} s")
+    if "recurrence" in m:  # the video step: how to run it as evaluate.py / lsr-upscale do
+        print(f"recurrent step (warmup_frames={m['warmup_frames']}): {m['recurrence']}")
     return 0
 
 

@@ -160,7 +160,7 @@ def test_export_video_step_checked(tmp_path):
         export_format(ckpt, "exported_program", tmp_path / "fr.pt2")
 
 
-def test_exported_video_step_by_its_recipe_equals_the_warm_streaming(tmp_path):
+def test_exported_video_step_by_its_recipe_equals_the_warm_streaming(tmp_path, capsys):
     """The exported step, run as its metadata says (TecoGAN's warm-up: warmup_order(n, warmup_frames), outputs from
     position k on), gives what evaluate.py / lsr-upscale stream (stream_frames with the same warm-up)."""
     from lightning_sr.inference import stream_frames, warmup_count, warmup_order
@@ -172,7 +172,13 @@ def test_exported_video_step_by_its_recipe_equals_the_warm_streaming(tmp_path):
     with torch.no_grad():
         for p in gen.parameters():
             p.copy_(torch.randn_like(p) * 0.1)
-    res = export_format(save_ckpt(gen, spec, tmp_path / "fr.ckpt"), "torchscript", tmp_path / "fr.pt")
+    from lightning_sr.export import main as export_main
+
+    capsys.readouterr()
+    assert export_main([f"ckpt_path={save_ckpt(gen, spec, tmp_path / 'fr.ckpt')}", "format=torchscript",
+                        f"out={tmp_path / 'fr.pt'}"]) == 0
+    assert "recurrent step (warmup_frames=5): run the step over frames k, k-1" in capsys.readouterr().out
+    res = {"out": tmp_path / "fr.pt"}
     meta = read_metadata(res["out"])["lsr_export"]
     assert meta["warmup_frames"] == 5 and "warmup_order" in meta["recurrence"]
     step = torch.jit.load(str(res["out"]))
