@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 # one that does not take them ignores conv=normal and refuses anything else, see models.registry.spec_from_config)
 _NON_MODULE_KEYS = ("name", "arch", "module", "conv", "conv_scope", "recycle")
 DEFAULT_DATAMODULE = "lightning_sr.data.SRDataModule"
+# the data presets (conf/data) each kind of SR model trains on; tests/test_video.py checks them against conf/data
+VIDEO_TRAIN_DATA = ("embedded_video", "reds", "video_folder")
+IMAGE_TRAIN_DATA = ("embedded", "div2k", "folder")
 
 
 def to_plain(node: Any) -> Any:
@@ -64,6 +67,7 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
         if need_train and cfg.model.get("init_from"):
             check_init_from(cfg)
     if need_train:
+        check_model_fits_data(cfg)
         validate_data_config(cfg.data, scale)
         check_skip_alignment(cfg)
         t = cfg.trainer
@@ -75,6 +79,49 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
                 "trainer=ddp_cpu or trainer.sync_batchnorm=false")
     tile = cfg.get("val", {}).get("tile", 0) or 0
     require(tile >= 0, f"val.tile={tile} is impossible; use 0 (whole images) or a positive LR tile size")
+    wu = cfg.get("val", {}).get("warmup_frames", 0)
+    require(isinstance(wu, int) and not isinstance(wu, bool) and wu >= 0,
+            f"val.warmup_frames={wu!r} is impossible; use 0 (cold start) or the number of warm-up frames (TecoGAN: 5)")
+
+
+def hydra_choice(group: str) -> str | None:
+    """The config-group choice of this job (``data=...``), or None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return (HydraConfig.get().runtime.choices or {}).get(group)
+
+
+def is_video_data(data_cfg: Any) -> bool:
+    """Whether ``data._target_`` is a video datamodule (clips) rather than an image one."""
+    from hydra.utils import get_class
+
+    from lightning_sr.data.video import VideoDataModule
+
+    try:
+        cls = get_class(str(data_cfg.get("_target_") or DEFAULT_DATAMODULE))
+    except Exception:
+        return False  # build_datamodule names the bad _target_
+    return isinstance(cls, type) and issubclass(cls, VideoDataModule)
+
+
+def check_model_fits_data(cfg: DictConfig) -> None:
+    """A video model (``model.module=video``) trains on clips, an image SR model on images: the wrong pair stops
+    here with one line naming the presets that fit (it would otherwise fail inside ``training_step``)."""
+    module = cfg.model.get("module", "sr")
+    if module in ("classify", "eval"):
+        return
+    video_model, video_data = module == "video", is_video_data(cfg.data)
+    if video_model == video_data:
+        return
+    model = hydra_choice("model") or cfg.model.get("name")
+    data = hydra_choice("data") or cfg.data.get("name")
+    if video_model:
+        raise ConfigError(f"model={model} is a video model but data={data} holds images; use a video data preset: "
+                          f"{', '.join(f'data={d}' for d in VIDEO_TRAIN_DATA)}")
+    raise ConfigError(f"model={model} is an image model but data={data} holds video clips; use an image data preset: "
+                      f"{', '.join(f'data={d}' for d in IMAGE_TRAIN_DATA)} (or model=frvsr|tecogan for video)")
 
 
 def check_skip_alignment(cfg: DictConfig) -> None:

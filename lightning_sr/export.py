@@ -26,8 +26,11 @@ output, or ``exit=K``), bicubic, the frame-recurrent video model):
 * input and output are float RGB in [0, 1], NCHW; batch, height and width are dynamic (LR sides >= 3 px);
 * image models: one input ``lr`` (N, 3, H, W) -> ``sr`` (N, 3, sH, sW);
 * the video model (FRNet) exports its recurrent step: inputs ``lr_curr``, ``lr_prev`` (N, 3, H, W) and ``hr_prev``
-  (N, 3, sH, sW) -> ``hr`` (N, 3, sH, sW). Run it frame by frame: the first frame with ``lr_prev = lr_curr`` and
-  ``hr_prev`` = zeros, every later one with the previous LR frame and the previous output;
+  (N, 3, sH, sW) -> ``hr`` (N, 3, sH, sW). Run it frame by frame over the frames in
+  :func:`lightning_sr.inference.warmup_order` (TecoGAN's warm-up: frames ``k..1`` first, ``k = min(5, n - 1)``,
+  then ``0..n-1``; keep the outputs from position ``k`` on), the first step with ``lr_prev = lr_curr`` and
+  ``hr_prev`` = zeros, every later one with the previous LR frame and the previous output (``lsr_export`` says so:
+  ``recurrence``, ``warmup_frames``); this is what ``evaluate.py`` and ``lsr-upscale`` compute;
   (not as ``exported_program``: ``torch.export`` guards its step on H, W mod 8, refused with one line);
 * ``onnx``: ``torch.onnx.export(dynamo=True)`` at opset 18 (``opset=``); ``torchscript``: ``torch.jit.trace``
   (shapes stay symbolic; checked at sizes other than the traced one); ``exported_program``: ``torch.export`` with
@@ -63,7 +66,7 @@ from lightning_sr.cli import parse_bool, parse_key_values
 from lightning_sr.deploy import EXPORT_FILE, SPEC_FILE, export_ready, load_deployable, torch_export_load
 from lightning_sr.errors import LightningSRError, require
 from lightning_sr.fs import atomic_torch_save, atomic_write
-from lightning_sr.inference import is_recurrent
+from lightning_sr.inference import WARMUP_FRAMES, is_recurrent
 
 EXPORT_KEY = "lsr_export"
 FORMATS = ("ckpt", "onnx", "torchscript", "exported_program")
@@ -186,7 +189,11 @@ def export_meta(spec: dict[str, Any], names: list[str], fmt: str, source: str | 
     if fmt == "onnx":
         meta["opset"] = int(opset or OPSET)
     if len(names) == 3:
-        meta["recurrence"] = ("first frame: lr_prev = lr_curr, hr_prev = zeros (N, 3, sH, sW); then the previous LR "
+        meta["warmup_frames"] = WARMUP_FRAMES
+        meta["recurrence"] = ("run the step over frames k, k-1, ..., 1, 0, 1, ..., n-1 of an n-frame clip, k = "
+                              "min(warmup_frames, n-1) (TecoGAN's warm-up; 0 = cold start; "
+                              "lightning_sr.inference.warmup_order), and keep the outputs from position k on; "
+                              "first step: lr_prev = lr_curr, hr_prev = zeros (N, 3, sH, sW); then the previous LR "
                               "frame and the previous output hr")
     return meta
 
@@ -391,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exported {res['spec'].get('arch')} x{m['scale']} as {res['format']}{opset}: inputs "
           f"{', '.join(m['inputs'])} -> {', '.join(m['outputs'])} (NCHW float RGB [0, 1], dynamic batch/height/width) "
           f"-> {res['out']}; {checked}; {res['seconds']:.0f} s")
+    if "recurrence" in m:  # the video step: how to run it as evaluate.py / lsr-upscale do
+        print(f"recurrent step (warmup_frames={m['warmup_frames']}): {m['recurrence']}")
     return 0
 
 

@@ -7,6 +7,10 @@
   ``infer_sequence``/``step``) keeps its state between frames (tiled: every tile its own state,
   :func:`~lightning_sr.models.tiling.tiled_recurrent_step`), any other generator runs frame by frame. Only the
   previous frame and output are held: constant memory in the clip length.
+* :func:`warm_up` is TecoGAN's temporal warm-up of a recurrent model (``val.warmup_frames``, ``lsr-upscale
+  warmup=``, the exported step's recipe): the clip is preceded by its frames ``k, k-1, ..., 1`` (``k =
+  min(warmup, n - 1)``) so the first scored output never comes from an empty state; the ``k`` warm-up outputs are
+  dropped. Only the first ``warmup + 1`` frames are buffered: memory stays constant in the clip length.
 * :func:`to_uint8` is the one rounding to 8 bit (clamp to [0, 1], x255, round half to even).
 
 :class:`lightning_sr.modules.SRBaseModule` (validation, test, ``evaluate.py``), the video module and
@@ -16,12 +20,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from lightning_sr.models.tiling import tiled_forward, tiled_recurrent_step
+
+T = TypeVar("T")
+# TecoGAN's official inference (thunil/TecoGAN lib/dataloader.py, main.py) runs frames 5, 4, 3, 2, 1 before the clip
+# and keeps the outputs from the 6th on; TecoGAN-PyTorch's test configs do the same (padding_mode reflect,
+# num_pad_front 5). docs/video.md
+WARMUP_FRAMES = 5
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -45,6 +57,28 @@ def sr_outputs(fn: Callable, lr: torch.Tensor, scale: int, tile: int = 0, overla
         return tiled_forward(fn, lr, scale, int(tile or 0), int(overlap))
 
 
+def warmup_count(n_frames: int, warmup: int) -> int:
+    """Warm-up frames for a clip of ``n_frames``: ``min(warmup, n_frames - 1)``, i.e. what TecoGAN's
+    ``frames[warmup:0:-1]`` gives a short clip (a 3-frame clip is preceded by frames 2, 1)."""
+    return max(0, min(int(warmup), int(n_frames) - 1))
+
+
+def warmup_order(n_frames: int, warmup: int) -> list[int]:
+    """The frame indices a recurrent model runs over: ``k, ..., 1, 0, 1, ..., n-1`` (``k`` = :func:`warmup_count`);
+    its outputs from position ``k`` on are the clip's. The recipe for the exported recurrent step."""
+    k = warmup_count(n_frames, warmup)
+    return list(range(k, 0, -1)) + list(range(int(n_frames)))
+
+
+def warm_up(frames: Iterable[T], warmup: int) -> tuple[Iterator[T], int]:
+    """(the frames in :func:`warmup_order`, ``k``): a stream of any length, of which only the first ``warmup + 1``
+    frames are held."""
+    it = iter(frames)
+    head = list(islice(it, max(0, int(warmup)) + 1))
+    k = warmup_count(len(head), warmup)
+    return chain(head[k:0:-1], head, it), k
+
+
 def is_recurrent(gen: nn.Module) -> bool:
     """A video generator that carries state from frame to frame (``step(lr, lr_prev, hr_prev)``)."""
     return hasattr(gen, "infer_sequence") and hasattr(gen, "step")
@@ -53,12 +87,20 @@ def is_recurrent(gen: nn.Module) -> bool:
 @torch.no_grad()
 def stream_frames(gen: nn.Module, frames: Iterable[torch.Tensor], scale: int, tile: int = 0, overlap: int = 16,
                   image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                  dtype: torch.dtype | None = None) -> Iterator[torch.Tensor]:
+                  dtype: torch.dtype | None = None, warmup: int = 0) -> Iterator[torch.Tensor]:
     """SR frames (N, C, sH, sW) of LR frames (N, C, H, W, float [0, 1]), one at a time.
 
-    A recurrent ``gen`` streams (``infer_sequence``; with ``tile > 0`` each tile keeps its own previous output);
-    otherwise every frame goes through ``image_fn`` (default: :func:`sr_outputs` of ``gen``). The precision context
-    is entered around each frame's computation only, never across a ``yield``."""
+    A recurrent ``gen`` streams (``infer_sequence``; with ``tile > 0`` each tile keeps its own previous output),
+    after ``warmup`` warm-up frames (:func:`warm_up`; their outputs are not yielded; 0 = cold start from a zero
+    state); otherwise every frame goes through ``image_fn`` (default: :func:`sr_outputs` of ``gen``), where a warm-up
+    would change nothing. The precision context is entered around each frame's computation only, never across a
+    ``yield``."""
+    if image_fn is None and is_recurrent(gen) and warmup > 0:
+        padded, k = warm_up(frames, warmup)
+        for j, out in enumerate(stream_frames(gen, padded, scale, tile, overlap, None, dtype)):
+            if j >= k:
+                yield out
+        return
     if image_fn is None and not is_recurrent(gen):
         image_fn = lambda x: sr_outputs(gen, x, scale, tile, overlap, dtype)  # noqa: E731
     if image_fn is not None:
@@ -85,4 +127,5 @@ def stream_frames(gen: nn.Module, frames: Iterable[torch.Tensor], scale: int, ti
         yield out
 
 
-__all__ = ["is_recurrent", "precision_context", "sr_outputs", "stream_frames", "to_uint8"]
+__all__ = ["WARMUP_FRAMES", "is_recurrent", "precision_context", "sr_outputs", "stream_frames", "to_uint8", "warm_up",
+           "warmup_count", "warmup_order"]

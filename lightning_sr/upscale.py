@@ -1,7 +1,7 @@
 """Upscale images, folders, frame folders and video files with a trained model.
 
     lsr-upscale ckpt_path=MODEL input=IMG|DIR|VIDEO [output=PATH] [tile=auto|0|N] [tile_overlap=16]
-                [device=auto|cpu|cuda|cuda:N] [precision=fp32|bf16] [exit=K] [fps=25] [progress=true]
+                [device=auto|cpu|cuda|cuda:N] [precision=fp32|bf16] [exit=K] [fps=25] [warmup=5] [progress=true]
     python -m lightning_sr.upscale ...   (the same)
 
 ``ckpt_path``: any model file the loader registry reads (:mod:`lightning_sr.deploy`): a checkpoint of train.py
@@ -13,7 +13,10 @@
 * an image (PNG, JPEG, WebP, BMP, TIFF; 8 or 16 bit, gray or RGBA become 8-bit RGB exactly as in training:
   :func:`lightning_sr.data.io.read_rgb`) -> ``output`` (an image file, or a folder: ``<output>/<stem>.png``);
 * a folder of images -> ``<output>/<stem>.png`` each. For a video model (FRVSR/TecoGAN) a folder is a clip: its
-  frames are streamed in time order (:func:`lightning_sr.data.video.list_frames`) with the recurrent state;
+  frames are streamed in time order (:func:`lightning_sr.data.video.list_frames`) with the recurrent state,
+  after ``warmup`` warm-up frames (default 5, TecoGAN's: frames 5..1 run first and their outputs are dropped;
+  ``min(warmup, n - 1)`` for a clip of n frames; 0 = cold start), exactly as ``evaluate.py`` with the same
+  ``val.warmup_frames``;
 * a video file (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``, ``.m4v``; read with OpenCV) -> a video file
   (mp4v, same frame rate) when ``output`` ends in a video suffix, else PNG frames in the ``output`` folder.
   Image models upscale a video frame by frame.
@@ -48,14 +51,22 @@ from lightning_sr.cli import parse_bool, parse_key_values
 from lightning_sr.data.io import IMG_EXTS, list_images, read_rgb, write_rgb
 from lightning_sr.deploy import Deployable, load_deployable
 from lightning_sr.errors import ConfigError, DataError, LightningSRError, require
-from lightning_sr.inference import is_recurrent, precision_context, sr_outputs, stream_frames, to_uint8
+from lightning_sr.inference import (
+    WARMUP_FRAMES,
+    is_recurrent,
+    precision_context,
+    sr_outputs,
+    stream_frames,
+    to_uint8,
+)
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-KEYS = ("ckpt_path", "input", "output", "tile", "tile_overlap", "device", "precision", "exit", "fps", "progress")
+KEYS = ("ckpt_path", "input", "output", "tile", "tile_overlap", "device", "precision", "exit", "fps", "warmup",
+        "progress")
 USAGE = ("usage: lsr-upscale ckpt_path=MODEL input=IMG|DIR|VIDEO [output=PATH] [tile=auto|0|N] [tile_overlap=16] "
-         "[device=auto|cpu|cuda] [precision=fp32|bf16] [exit=K] [fps=25] [progress=true]")
+         "[device=auto|cpu|cuda] [precision=fp32|bf16] [exit=K] [fps=25] [warmup=5] [progress=true]")
 PRECISIONS = {"fp32": None, "32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 PROBE = 32  # LR side of the probe that measures activation memory per pixel
 
@@ -96,6 +107,7 @@ class Upscaler:
     tile: int | None = None          # None: auto (whole when it fits the memory budget)
     overlap: int = 16
     exit: str = ""                   # a multi-exit model's output ("" = the main, deepest one)
+    warmup: int = WARMUP_FRAMES      # warm-up frames of a recurrent model (0 = cold start)
     _bytes_per_px: float | None = None
 
     def __post_init__(self) -> None:
@@ -178,7 +190,8 @@ class Upscaler:
 
         image_fn = None if self.recurrent and not self.exit else (
             lambda x: sr_outputs(self.fn, x, self.scale, tile, self.overlap, self.dtype))
-        for sr in stream_frames(self.module, tensors(), self.scale, tile, self.overlap, image_fn, self.dtype):
+        for sr in stream_frames(self.module, tensors(), self.scale, tile, self.overlap, image_fn, self.dtype,
+                                self.warmup):
             yield to_uint8(sr[0])
 
 
@@ -256,7 +269,7 @@ def input_kind(src: Path, recurrent: bool) -> str:
 
 def upscale(ckpt_path: str | Path, input: str | Path, output: str | Path | None = None, tile: str | int = "auto",
             tile_overlap: int = 16, device: str = "auto", precision: str = "fp32", exit: str | int | None = None,
-            fps: float | None = None, progress: bool = True) -> dict[str, Any]:
+            fps: float | None = None, progress: bool = True, warmup: int | str = WARMUP_FRAMES) -> dict[str, Any]:
     """Upscale ``input`` (see the module docstring) -> {"outputs": [paths], "kind", "count", "tile", "device",
     "seconds"}."""
     t0 = time.perf_counter()
@@ -265,11 +278,13 @@ def upscale(ckpt_path: str | Path, input: str | Path, output: str | Path | None 
     t = str(tile).strip().lower()
     require(t == "auto" or t.lstrip("-").isdigit(), f"tile={tile!r} is not a tile size; use auto, 0 (whole) or N")
     require(str(tile_overlap).isdigit(), f"tile_overlap={tile_overlap!r} is impossible; use an integer >= 0")
+    require(str(warmup).strip().isdigit(),
+            f"warmup={warmup!r} is impossible; use 0 (cold start) or the number of warm-up frames (TecoGAN: 5)")
     src = Path(str(input)).expanduser()
     dev = pick_device(device)
     model = load_deployable(ckpt_path)
     up = Upscaler(model, dev, PRECISIONS[p], None if t == "auto" else max(0, int(t)), int(tile_overlap),
-                  "" if exit in (None, "") else str(exit))
+                  "" if exit in (None, "") else str(exit), int(str(warmup).strip()))
     kind = input_kind(src, up.recurrent)
     dst = Path(str(output)).expanduser() if output else default_output(src, up.scale)
     written: list[Path] = []
@@ -334,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         res = upscale(a["ckpt_path"], a["input"], a.get("output") or None, a.get("tile", "auto"),
                       a.get("tile_overlap", "16"), a.get("device", "auto"), a.get("precision", "fp32"),
                       a.get("exit") or None, float(a["fps"]) if a.get("fps") else None,
-                      parse_bool(a.get("progress", "true"), "progress"))
+                      parse_bool(a.get("progress", "true"), "progress"), a.get("warmup", str(WARMUP_FRAMES)))
     except LightningSRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

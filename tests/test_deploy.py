@@ -96,7 +96,7 @@ def test_upscale_streams_a_video_model_over_frames_and_a_video_file(tmp_path):
     frames = [np.roll(base, i, axis=1) for i in range(3)]
     for i, f in enumerate(frames):
         write_rgb(tmp_path / "clip" / f"{i + 1:04d}.png", f)
-    res = upscale(ckpt, tmp_path / "clip", tmp_path / "sr", progress=False)
+    res = upscale(ckpt, tmp_path / "clip", tmp_path / "sr", progress=False, warmup=0)  # cold start: infer_sequence
     assert res["kind"] == "frames" and res["count"] == 3
     with torch.no_grad():
         ref = [to_uint8(o[0]) for o in gen.infer_sequence(
@@ -158,6 +158,46 @@ def test_export_video_step_checked(tmp_path):
     assert res["meta"]["inputs"] == ["lr_curr", "lr_prev", "hr_prev"] and max(res["errors"].values()) <= 1e-4
     with pytest.raises(ConfigError, match="format=exported_program: torch.export specialises"):
         export_format(ckpt, "exported_program", tmp_path / "fr.pt2")
+
+
+def test_exported_video_step_by_its_recipe_equals_the_warm_streaming(tmp_path, capsys):
+    """The exported step, run as its metadata says (TecoGAN's warm-up: warmup_order(n, warmup_frames), outputs from
+    position k on), gives what evaluate.py / lsr-upscale stream (stream_frames with the same warm-up)."""
+    from lightning_sr.inference import stream_frames, warmup_count, warmup_order
+    from lightning_sr.models import build_generator
+
+    spec = {"arch": "frnet", "res_blocks": 1, "channels": 8, "scale": 4}
+    torch.manual_seed(0)
+    gen = build_generator(spec).eval()
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    from lightning_sr.export import main as export_main
+
+    capsys.readouterr()
+    assert export_main([f"ckpt_path={save_ckpt(gen, spec, tmp_path / 'fr.ckpt')}", "format=torchscript",
+                        f"out={tmp_path / 'fr.pt'}"]) == 0
+    assert "recurrent step (warmup_frames=5): run the step over frames k, k-1" in capsys.readouterr().out
+    res = {"out": tmp_path / "fr.pt"}
+    meta = read_metadata(res["out"])["lsr_export"]
+    assert meta["warmup_frames"] == 5 and "warmup_order" in meta["recurrence"]
+    step = torch.jit.load(str(res["out"]))
+    g = torch.Generator().manual_seed(3)
+    frames = [torch.rand(1, 3, 12, 16, generator=g) for _ in range(7)]
+    k = warmup_count(len(frames), meta["warmup_frames"])
+    outs, lr_prev, hr_prev = [], None, None
+    with torch.no_grad():
+        for j, i in enumerate(warmup_order(len(frames), meta["warmup_frames"])):
+            x = frames[i]
+            if hr_prev is None:
+                lr_prev, hr_prev = x, x.new_zeros(1, 3, 48, 64)
+            hr_prev, lr_prev = step(x, lr_prev, hr_prev), x
+            if j >= k:
+                outs.append(hr_prev)
+        ref = list(stream_frames(gen, iter(frames), 4, warmup=5))
+        cold = list(stream_frames(gen, iter(frames), 4))
+    assert len(outs) == len(ref) == 7 and max(float((a - b).abs().max()) for a, b in zip(outs, ref, strict=True)) < 1e-4
+    assert float((ref[0] - cold[0]).abs().max()) > 1e-3  # the warm-up changes the first frames
 
 
 def test_bad_input_is_one_line(tmp_path, tiny_ckpt, capsys):

@@ -392,3 +392,179 @@ def test_the_recurrent_generator_learns_a_batch():
         opt.step()
     assert float(loss) < 0.9 * first
     assert all(p.grad is not None for n, p in g.named_parameters() if n.startswith("srnet"))
+
+
+# ----- issue 18: TecoGAN's warm-up, the tLP cache key, video model x image data ----------------------------------
+def _smooth_clip(hr_root, lr_root, name, n, seed=0, hr=64):
+    """A clip of ``n`` moving smooth frames (HR ``hr`` px) and its LR frames (every 4th pixel) in two folders."""
+    from lightning_sr.data.io import write_rgb
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:hr, 0:hr]
+    phase = rng.random(3) * 6
+    for i in range(n):
+        img = np.stack([np.sin((xx + 2 * i) / (5 + c) + phase[c]) * 90 + 128 + 0 * yy for c in range(3)], -1)
+        img = (img + np.cos((yy - i) / 7)[..., None] * 30).clip(0, 255).astype(np.uint8)
+        write_rgb(hr_root / name / f"{i:04d}.png", img)
+        write_rgb(lr_root / name / f"{i:04d}.png", np.ascontiguousarray(img[::4, ::4]))
+
+
+def _random_frnet_ckpt(path):
+    from tests.compression_helpers import save_ckpt
+
+    g = _randomize(build_generator(TINY), 0.14).eval()  # a state that lasts a few frames
+    return g, save_ckpt(g, TINY, path)
+
+
+def _by_hand(gen, lr_dir, order, keep_from):
+    """The recurrent step run by hand over the LR frames in ``order``; 8-bit outputs from position ``keep_from``."""
+    from lightning_sr.data.io import read_rgb
+    from lightning_sr.data.video import list_frames
+    from lightning_sr.inference import to_uint8
+
+    lr = [torch.from_numpy(read_rgb(f)).permute(2, 0, 1)[None].float() / 255 for f in list_frames(lr_dir, "clip")]
+    outs, lr_prev, hr_prev = [], None, None
+    with torch.no_grad():
+        for j, i in enumerate(order):
+            if hr_prev is None:
+                lr_prev, hr_prev = lr[i], lr[i].new_zeros(1, 3, lr[i].shape[-2] * 4, lr[i].shape[-1] * 4)
+            hr_prev, _ = gen.step(lr[i], lr_prev, hr_prev)
+            lr_prev = lr[i]
+            if j >= keep_from:
+                outs.append(to_uint8(hr_prev[0]))
+    return outs
+
+
+def _pngs(folder):
+    from lightning_sr.data.io import read_rgb
+
+    return [read_rgb(f) for f in sorted(folder.glob("*.png"))]
+
+
+def test_evaluation_and_upscale_warm_up_as_tecogan_and_zero_is_the_cold_start(tmp_path):
+    """evaluate.py runs a recurrent model over frames [5, 4, 3, 2, 1, 0, 1, ..., N-1] and scores the outputs from
+    position 5 on (TecoGAN's inference), by default; val.warmup_frames=0 is the cold start (zero state at frame 0);
+    lsr-upscale of the LR frame folder writes the same frames with the same warm-up."""
+    from lightning_sr.upscale import upscale
+
+    n = 8
+    _smooth_clip(tmp_path / "hr", tmp_path / "lr", "clip", n)
+    gen, ckpt = _random_frnet_ckpt(tmp_path / "fr.ckpt")
+    warm_ref = _by_hand(gen, tmp_path / "lr" / "clip", [5, 4, 3, 2, 1, *range(n)], 5)
+    cold_ref = _by_hand(gen, tmp_path / "lr" / "clip", list(range(n)), 0)
+    assert any(not np.array_equal(a, b) for a, b in zip(warm_ref, cold_ref, strict=True))  # the state matters
+    runs = {}
+    for w in ("default", 0, 5):
+        out = tmp_path / f"eval_{w}"
+        over = [f"ckpt_path={ckpt}", "data=vid4", f"data.root={tmp_path / 'hr'}", f"data.lr_root={tmp_path / 'lr'}",
+                "save_outputs=true", "cost.latency=false", "progress_bar=false"]
+        runs[w] = (evaluate(compose(over + ([] if w == "default" else [f"val.warmup_frames={w}"]), out, "evaluate")),
+                   _pngs(out / "outputs" / "clip"))
+    for got, want in ((runs["default"][1], warm_ref), (runs[5][1], warm_ref), (runs[0][1], cold_ref)):
+        assert len(got) == n and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert runs["default"][0]["psnr"] == runs[5][0]["psnr"] != runs[0][0]["psnr"]
+    # lsr-upscale: the same frames as evaluation, warm by default, cold with warmup=0
+    upscale(ckpt, tmp_path / "lr" / "clip", tmp_path / "up_warm", progress=False)
+    upscale(ckpt, tmp_path / "lr" / "clip", tmp_path / "up_cold", progress=False, warmup=0)
+    for got, want in ((_pngs(tmp_path / "up_warm"), runs[5][1]), (_pngs(tmp_path / "up_cold"), runs[0][1])):
+        assert len(got) == n and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    # a clip shorter than the warm-up is preceded by what it has: frames 2, 1 for 3 frames (TecoGAN's frames[5:0:-1])
+    _smooth_clip(tmp_path / "hr3", tmp_path / "lr3", "short", 3, seed=1)
+    upscale(ckpt, tmp_path / "lr3" / "short", tmp_path / "up_short", progress=False)
+    want = _by_hand(gen, tmp_path / "lr3" / "short", [2, 1, 0, 1, 2], 2)
+    assert all(np.array_equal(a, b) for a, b in zip(_pngs(tmp_path / "up_short"), want, strict=True))
+
+
+def test_warm_up_streams_with_a_bounded_buffer():
+    """With the warm-up, streaming holds at most warmup + 1 LR frames ahead: output j needs max(6, j + 1) frames."""
+    from lightning_sr.inference import stream_frames
+
+    g = _randomize(build_generator(TINY)).eval()
+    pulled = []
+
+    def frames():
+        for i in range(40):
+            pulled.append(i)
+            yield torch.rand(1, 3, 8, 8)
+
+    n_out = 0
+    for j, _ in enumerate(stream_frames(g, frames(), 4, warmup=5)):
+        assert len(pulled) == max(6, j + 1)
+        n_out += 1
+    assert n_out == 40
+
+
+@pytest.mark.parametrize("value", ["-1", "two"])
+def test_bad_warmup_is_one_line(tmp_path, value):
+    from lightning_sr.config import validate_config
+    from lightning_sr.errors import ConfigError
+    from lightning_sr.upscale import upscale
+
+    with pytest.raises(ConfigError, match="val.warmup_frames=.* is impossible; use 0 .cold start"):
+        validate_config(compose(["model=frvsr", f"val.warmup_frames={value}"]))
+    with pytest.raises(ConfigError, match="warmup=.* is impossible; use 0 .cold start"):
+        upscale(tmp_path / "none.ckpt", tmp_path, warmup=value, progress=False)
+
+
+@needs_alexnet
+def test_tlp_ground_truth_cache_is_keyed_by_the_clip_folder(tmp_path):
+    """Two sets with a clip of the same name and size but other content (REDS val and REDS4): each set's tLP is
+    the one it gets when evaluated alone (the cached LPIPS(gt_{i-1}, gt_i) of one is never used for the other)."""
+    _smooth_clip(tmp_path / "a", tmp_path / "lr_a", "000", 6, seed=1)
+    _smooth_clip(tmp_path / "b", tmp_path / "lr_b", "000", 6, seed=2)
+    base = ["model=bicubic", "scale=4", "data=vid4", "metrics.lpips.enabled=true",
+            f"metrics.lpips.backbone_path={ALEXNET}", "cost.latency=false", "progress_bar=false"]
+    both = evaluate(compose(base + [f"data.root={tmp_path / 'b'}", "data.test_name=setB",
+                                    f"data.val_root={tmp_path / 'a'}", "data.val_name=setA"], tmp_path / "ab",
+                            "evaluate"))
+    alone = {s: evaluate(compose(base + [f"data.root={tmp_path / d}", f"data.test_name={s}"], tmp_path / s,
+                                 "evaluate"))["sets"][s]["tlp"] for s, d in (("setA", "a"), ("setB", "b"))}
+    assert alone["setA"] != pytest.approx(alone["setB"], abs=1e-3)  # the two clips really differ
+    assert both["sets"]["setA"]["tlp"] == pytest.approx(alone["setA"], abs=1e-6)
+    assert both["sets"]["setB"]["tlp"] == pytest.approx(alone["setB"], abs=1e-6)
+
+
+def test_video_and_image_data_presets_are_the_ones_the_check_names():
+    """The presets named by the model/data check are the conf/data presets of each kind (a training set each)."""
+    from lightning_sr.config import IMAGE_TRAIN_DATA, VIDEO_TRAIN_DATA, is_video_data
+    from tests.conftest import CONF
+
+    kinds = {p.stem: is_video_data(compose([f"data={p.stem}"]).data) for p in (CONF / "data").glob("*.yaml")
+             if p.stem not in ("cifar10", "vid4", "benchmark")}  # classification; evaluation-only sets
+    assert sorted(k for k, v in kinds.items() if v) == sorted(VIDEO_TRAIN_DATA)
+    assert sorted(k for k, v in kinds.items() if not v) == sorted(IMAGE_TRAIN_DATA)
+
+
+@pytest.mark.parametrize("model,data,needle", [
+    ("tecogan", "embedded", "is a video model but data=embedded holds images; use a video data preset: "
+                            "data=embedded_video, data=reds, data=video_folder"),
+    ("srresnet", "embedded_video", "is an image model but data=embedded_video holds video clips; use an image data "
+                                   "preset: data=embedded, data=div2k, data=folder"),
+])
+def test_video_model_on_image_data_or_the_reverse_is_one_line_before_training(tmp_path, capsys, model, data,
+                                                                              needle):
+    from tests.conftest import run_task_in_process
+
+    code, err = run_task_in_process(VSMOKE + [f"model={model}", f"data={data}"], tmp_path, capsys)
+    lines = [ln for ln in err if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_python_train_py_model_tecogan_profile_smoke_trains_on_video_by_default(tmp_path):
+    """The natural command: model=tecogan brings data=embedded_video (data=... on the command line still wins, and
+    a mismatch is the one line above, from the real entry point, without a traceback)."""
+    from tests.conftest import run_cli
+
+    tiny = ["model.res_blocks=1", "model.channels=8", "model.discriminator.channels=8", "trainer.max_steps=2",
+            "callbacks.progress_bar.refresh_rate=0", "callbacks.model_summary=null", "cost.latency=false"]
+    run_cli("train.py", ["model=tecogan", "profile=smoke", *tiny, f"hydra.run.dir={tmp_path / 'ok'}"], timeout=600)
+    m = json.loads((tmp_path / "ok" / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["generator"]["arch"] == "frnet" and "embedded_video" in m["sets"]
+    assert compose(["model=frvsr", "data=reds"]).data.name == "reds"
+    p = run_cli("train.py", ["model=tecogan", "data=embedded", "profile=smoke", *tiny,
+                             f"hydra.run.dir={tmp_path / 'bad'}"], check=False, timeout=300)
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(lines) == 1, p.stderr[-2000:]
+    assert lines[0] == ("error: model=tecogan is a video model but data=embedded holds images; use a video data "
+                        "preset: data=embedded_video, data=reds, data=video_folder")

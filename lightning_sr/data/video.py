@@ -70,6 +70,7 @@ class Clip:
     hr: list[torch.Tensor]  # uint8 (3, H, W) per frame, memory-mapped
     lr: list[torch.Tensor]  # uint8 (3, H/scale, W/scale)
     frame_names: list[str]
+    path: str = ""  # the clip's folder (what identifies it across evaluation sets)
 
     def __len__(self) -> int:
         return len(self.hr)
@@ -126,7 +127,8 @@ def load_clip(folder: Path, scale: int, cfg: Any, what: str) -> Clip:
     if len(sizes) > 1:
         raise DataError(f"clip {folder.name!r} ({gt_dir}) mixes frame sizes {sorted(sizes)}; every frame of a clip must "
                         f"have the same size")
-    return Clip(folder.name, [hr for hr, _ in pairs], [lr for _, lr in pairs], [f.stem for f in frames])
+    return Clip(folder.name, [hr for hr, _ in pairs], [lr for _, lr in pairs], [f.stem for f in frames],
+                str(Path(folder).expanduser().resolve()))
 
 
 def load_clips(root: str | Path, scale: int, cfg: Any, what: str, min_frames: int = 1,
@@ -201,7 +203,7 @@ class EvalClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         c = self.clips[i]
-        return {"lr": c.lr, "hr": c.hr, "name": c.name, "index": i, "frame_names": c.frame_names}
+        return {"lr": c.lr, "hr": c.hr, "name": c.name, "index": i, "frame_names": c.frame_names, "path": c.path}
 
 
 def _single(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from lightning_sr.data.io import write_rgb
 from lightning_sr.data.video import FRAME_INDEX
 from lightning_sr.errors import require
-from lightning_sr.inference import is_recurrent, stream_frames
+from lightning_sr.inference import WARMUP_FRAMES, is_recurrent, stream_frames
 from lightning_sr.losses import CosineFeatureLoss, GANLoss, charbonnier_loss, pixel_loss
 from lightning_sr.metrics import METRIC_MODES, ClipScorer
 from lightning_sr.models import SpatioTemporalDiscriminator, backward_warp
@@ -99,7 +99,7 @@ class VideoSRModule(SRBaseModule):
                               if self.gan_weight > 0 else None)
         self.optimizer_steps_per_batch = 2 if self.discriminator is not None else 1
         self.optim_d_cfg = dict(optim_d or {})
-        self._gt_lpips: dict = {}  # LPIPS(gt_{i-1}, gt_i) per (clip, frame): model-independent, computed once
+        self._gt_lpips: dict = {}  # LPIPS(gt_{i-1}, gt_i) per (clip folder, frame): model-independent, computed once
 
     @staticmethod
     def check_config(model_cfg: dict[str, Any]) -> None:
@@ -210,12 +210,15 @@ class VideoSRModule(SRBaseModule):
 
     def _stream(self, lr_frames, device, fn=None):
         """SR frames (1, 3, H, W) of a clip, one at a time (:func:`lightning_sr.inference.stream_frames`): recurrent
-        generators keep their state between frames; other generators (or ``fn``) go through ``eval_outputs``."""
+        generators keep their state between frames, after ``val.warmup_frames`` warm-up frames (TecoGAN's 5 by
+        default, 0 = cold start); other generators (or ``fn``) go through ``eval_outputs``."""
         to = lambda f: f.float().div(255).unsqueeze(0).to(device)  # noqa: E731
         gen = self.generator
         tile, overlap = int(self.val_cfg.get("tile", 0) or 0), int(self.val_cfg.get("tile_overlap", 16))
         image_fn = None if fn is None and is_recurrent(gen) else (lambda x: self.eval_outputs(x, fn)[""])
-        yield from stream_frames(gen, (to(f) for f in lr_frames), self.scale, tile, overlap, image_fn=image_fn)
+        warmup = int(self.val_cfg.get("warmup_frames", WARMUP_FRAMES) or 0)
+        yield from stream_frames(gen, (to(f) for f in lr_frames), self.scale, tile, overlap, image_fn=image_fn,
+                                 warmup=warmup)
 
     @torch.no_grad()
     def item_records(self, item: dict[str, Any], fn=None, panels: bool = False
@@ -224,7 +227,8 @@ class VideoSRModule(SRBaseModule):
         device = next((p.device for p in self.generator.parameters()), self.device)
         lr_frames, hr_frames = item["lr"], item["hr"]
         n, clip = len(hr_frames), int(item["index"])
-        key = (item["name"], n, tuple(hr_frames[0].shape))
+        # the clip's folder, not its name: two sets may hold clips of the same name and size (REDS val and REDS4)
+        key = (item.get("path") or item["name"], n, tuple(hr_frames[0].shape))
         scorer = ClipScorer(n, self._lpips[0], self._gt_lpips, key)
         records, shown = [], {}
         out_dir = self._outputs_dir(item) if self.save_outputs and fn is None else None
