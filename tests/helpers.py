@@ -10,12 +10,13 @@ from lightning_sr.data import SRDataModule
 
 
 class CrashAt(L.Callback):
-    """Raise after training batch ``step`` (global step) on ``rank`` (all ranks when None): a crash mid-run."""
+    """Raise when the training batch after global step ``step`` starts, on ``rank`` (all ranks when None): a crash
+    mid-run, between two batches (every callback finished the batch before, as after a kill between batches)."""
 
     def __init__(self, step: int, rank: int | None = None):
         self.step, self.rank = int(step), rank
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step >= self.step and (self.rank is None or trainer.global_rank == self.rank):
             raise RuntimeError(f"simulated crash at step {trainer.global_step} on rank {trainer.global_rank}")
 

@@ -8,7 +8,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -24,17 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # the reference graph (no compile) in the Trainer runs: compiling costs 10-30 s per model on this CPU
 QAT_ARGS = ["compression=qat", "compression.qat.compile=false", "compression.qat.freeze_observers_after=1"]
-
-
-class CrashAt(L.Callback):
-    """Raises after training step ``step`` (a crash mid-QAT: LastCheckpoint saves last.ckpt on the exception)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            raise RuntimeError(f"crash at step {trainer.global_step}")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +98,7 @@ def test_resume_mid_qat_gives_the_uninterrupted_result(qat_run, tiny_data, init_
     out = tmp_path / "run"
     args = SMOKE + tiny_data + QAT_ARGS + [f"model.init_from={init_ckpt}"]
     with pytest.raises(RuntimeError, match="crash at step 2"):
-        train(compose(args + ["+callbacks.crash._target_=tests.test_quant.CrashAt", "+callbacks.crash.step=2"], out))
+        train(compose(args + ["+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=2"], out))
     ck = read_checkpoint(out / "checkpoints" / "last.ckpt")
     assert ck["global_step"] == 2 and ck["lsr_qat"]["prefix"] == "captured."
     assert any(k.endswith("fake_quant_enabled") for k in ck["state_dict"])

@@ -4,6 +4,10 @@ With ``resume`` (the default) a run started again in the same run folder continu
 checkpoint write goes through :class:`lightning_sr.checkpoint.AtomicCheckpointIO`, so a kill in the
 middle of a write never leaves a truncated ``last.ckpt``.
 
+It is a Lightning ``Checkpoint`` callback, so the Trainer runs it after every other callback (as it does with
+``ModelCheckpoint``): a checkpoint written at a batch end holds what the other callbacks did at that batch end
+(a channel-gate step, a channel removal), and a resumed run continues exactly where the uninterrupted one was.
+
 Under DDP an exception may reach one rank only, while the others wait in a collective call; saving through
 ``trainer.save_checkpoint`` (which ends in a barrier) would then hang. So on an exception with several
 processes, rank 0 writes its own state directly (no collective call) and the other ranks write nothing.
@@ -15,11 +19,12 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
 
 log = logging.getLogger(__name__)
 
 
-class LastCheckpoint(L.Callback):
+class LastCheckpoint(Checkpoint):
     def __init__(self, dirpath: str, every_n_steps: int = 100, filename: str = "last.ckpt",
                  on_exception: bool = True):
         super().__init__()

@@ -423,6 +423,7 @@ class QAT(Quantization):
             from lightning_sr.compression import eager_quant
 
             carried = eager_quant.carry_ranges(prepared, self.eager_states)
+            eager_quant.observe_weights(prepared)  # the folded, pruned weights' own per-channel ranges
             if self.entry is not None:
                 self.entry["ranges_carried"] = len(carried)
             log.info("%s: activation ranges of %d layers carried from the eager fake quantization", self.name,
