@@ -21,7 +21,7 @@ _NON_MODULE_KEYS = ("name", "arch", "module", "conv", "conv_scope", "recycle")
 DEFAULT_DATAMODULE = "lightning_sr.data.SRDataModule"
 # the data presets (conf/data) each kind of SR model trains on; tests/test_video.py checks them against conf/data
 VIDEO_TRAIN_DATA = ("embedded_video", "reds", "video_folder")
-IMAGE_TRAIN_DATA = ("embedded", "div2k", "folder")
+IMAGE_TRAIN_DATA = ("embedded", "div2k", "folder", "t91")
 
 
 def to_plain(node: Any) -> Any:
@@ -130,7 +130,7 @@ def check_skip_alignment(cfg: DictConfig) -> None:
     from lightning_sr.data.video import lr_align
 
     skip = cfg.model.get("skip_align")
-    if skip is None or "lr_align" not in cfg.data:
+    if skip is None or not is_video_data(cfg.data):
         return
     data_align = lr_align(cfg.data)
     require(skip == data_align,

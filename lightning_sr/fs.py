@@ -35,6 +35,16 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], Any]
     return path
 
 
+def promote(part: str | Path, path: str | Path) -> Path:
+    """Put a file written elsewhere in the same folder (a checked download's ``.part``, written and resumed in
+    pieces) in place atomically: fsync its bytes, then rename it over ``path``."""
+    part, path = Path(part), Path(path)
+    with open(part, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(part, path)
+    return path
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` through :func:`atomic_write` (serialised in memory first: a pickling error writes nothing)."""
     import torch

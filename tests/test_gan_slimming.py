@@ -32,7 +32,8 @@ def test_gan_slimming_ends_in_a_slim_int8_generator_with_r_c_and_r_s_and_resumes
                  "trainer.max_steps=12", "trainer.val_check_interval=2"]
     cfg = compose(args, tmp_path)
     assert cfg.compression.channel_sparsity.prune_at_step == 8 and cfg.compression.qat.start_step == 0  # 0.75 x 12
-    for step in (4, 10):  # killed while the gated network trains fake-quantized, then while the QAT graph trains
+    for step in (4, 8, 10):  # killed while the gated network trains fake-quantized, right after the channel removal
+        # (before the capture), then while the QAT graph trains
         with pytest.raises(RuntimeError, match=f"simulated crash at step {step}"):
             train(compose(args + ["+callbacks.crash._target_=tests.helpers.CrashAt", f"+callbacks.crash.step={step}"],
                           tmp_path))
@@ -72,9 +73,12 @@ def test_gan_slimming_ends_in_a_slim_int8_generator_with_r_c_and_r_s_and_resumes
     assert set(t["sets"]) == set(m["sets"]) >= {"embedded"} and "ssim" in t["sets"]["embedded"]  # teacher vs slim
     # feature distillation trained the slimming phase and stopped when QAT captured the student; output goes on
     rows = [r for f in sorted((tmp_path / "csv").glob("version_*/metrics.csv")) for r in csv.DictReader(f.open())]
-    feat = [int(r["step"]) for r in rows if r.get("train/distill/feature")]
+    feat = {int(r["step"]): float(r["train/distill/feature"]) for r in rows if r.get("train/distill/feature")}
     out = [int(r["step"]) for r in rows if r.get("train/distill/output")]
-    assert feat and max(feat) < 4 <= max(out), (feat, out)  # logged per batch: SRGAN's step 8 is batch 4
+    # logged per batch (SRGAN's step 8 is batch 4): computed in batches 0-3; Lightning's step results repeat a value
+    # no longer logged within the epoch, so after the capture the feature term only repeats batch 3's value
+    assert len(set(feat[b] for b in range(4))) == 4 and max(out) >= 4, (feat, out)
+    assert all(v == feat[3] for b, v in feat.items() if b >= 4), feat
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["r_c"] == m["r_c"] and saved["r_s"] == m["r_s"]
 

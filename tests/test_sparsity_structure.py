@@ -61,8 +61,12 @@ def test_the_plain_conversion_drops_gates_and_ours_keeps_them_with_the_same_outp
         assert torch.equal(synced(x), ref)  # eval: no process group needed, the forward is unchanged
         fold_all_gates(synced)
         assert not gated_modules(synced) and float((synced(x) - ref).abs().max()) < 1e-5  # folding exact
-    reverted = GateKeepingSyncBatchNorm().revert(GateKeepingSyncBatchNorm().apply(gen))  # teardown keeps them too
+    fresh = tiny_generator(res_blocks=2, channels=8, norm="batch")  # teardown (the revert) keeps them too
+    gated(fresh)
+    kept = {n: getattr(m, GATE) for n, m in gated_modules(fresh)}
+    reverted = GateKeepingSyncBatchNorm().revert(GateKeepingSyncBatchNorm().apply(fresh))
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in reverted.modules())
+    assert {n: getattr(m, GATE) for n, m in gated_modules(reverted)} == kept
 
 
 def test_the_callback_under_a_sync_batchnorm_ddp_trainer_follows_the_converted_layers(tmp_path):

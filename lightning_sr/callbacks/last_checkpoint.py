@@ -29,6 +29,7 @@ class LastCheckpoint(Checkpoint):
                  on_exception: bool = True):
         super().__init__()
         self.path = Path(dirpath) / filename
+        self.dirpath = str(dirpath)  # as ModelCheckpoint has it (trainer.checkpoint_callback may be this callback)
         self.every_n_steps = max(1, int(every_n_steps))
         self.save_on_exception = on_exception
         self._saved_step: tuple[int, int] | None = None

@@ -7,8 +7,8 @@ another; every upsampler stage's shuffled channels another) gets one learnable g
 right after the convolution, or after its BatchNorm when one follows (the gate then scales the BatchNorm's weight and
 bias: the BatchNorm weights become the gates when it is folded). The trunk is included: GAN Slimming never prunes
 it, we do. Gates start at 1, live on an optimiser of their own (``gate_optimizer``: ``sgd``, GAN Slimming's
-``gs.py``: momentum 0.5, ``gate_lr`` 0.1, cosine-annealed to 0 over the gating phase; or ``adam``, constant
-``gate_lr`` 0.01, which is not a proximal-gradient method for the L1 objective: its step does not scale with the
+``gs.py``: momentum 0.5, ``gate_lr`` 0.1, cosine-annealed to 0 over the gating phase; or ``adam``,
+``gate_lr`` 0.01 (with ``gate_schedule: constant``: the recipe of earlier versions), which is not a proximal-gradient method for the L1 objective: its step does not scale with the
 gradient) and are pushed to zero by ``method``:
 
 * ``proximal`` (GAN Slimming, default): after every step a soft threshold, ``g <- sign(g) max(|g| - rho lr, 0)``
@@ -333,7 +333,8 @@ class ChannelSparsity(L.Callback):
     def _warn_if_nothing_can_slim(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """With a threshold (no MAC target), say before training when the L1 shrink of the whole gating phase cannot
         carry a gate from 1 to the threshold: such a run removes only channels the loss itself drives to zero."""
-        if self.method != "proximal" or self.threshold is None or self.target_macs is not None:
+        if self.method != "proximal" or self.threshold is None or self.target_macs is not None \
+                or not self._gating_end(trainer) or not trainer.is_global_zero:
             return
         shrink = self.total_shrink(self._gating_end(trainer), getattr(pl_module, "optimizer_steps_per_batch", 1))
         if shrink < 1 - self.threshold:
@@ -424,7 +425,9 @@ class ChannelSparsity(L.Callback):
             self.prune(trainer, pl_module)
 
     def _gating_end(self, trainer: L.Trainer) -> int:
-        return int(self.prune_at_step or trainer.max_steps or 0)
+        """The optimiser step the gates learn until (0 when unknown: an epoch-based run without max_steps, where the
+        gate lr stays constant)."""
+        return max(0, int(self.prune_at_step or trainer.max_steps or 0))
 
     def current_gate_lr(self, step: int, end: int) -> float:
         """The gate optimiser's learning rate at optimiser step ``step`` of a gating phase ending at ``end``: cosine

@@ -154,8 +154,12 @@ class Distillation(L.Callback):
             self._hooks.append(_module(student, name, KEY, "student").register_forward_hook(self._capture("student",
                                                                                                           name)))
         if self.feature_pairs and not len(self.adapters):
-            for s, t in self.feature_pairs:  # adapters: student width -> teacher width, sized by one probe pass
-                cs, ct = self._widths(student, self.teacher, s, t, device)
+            for i, (s, t) in enumerate(self.feature_pairs):  # adapters: student width -> teacher width
+                saved = (self._adapter_state or {}).get(f"{i}.weight")
+                if saved is not None:  # a resumed run: the adapter as it was (a removal since is refitted lazily)
+                    cs, ct = int(saved.shape[1]), int(saved.shape[0])
+                else:  # sized by one probe pass
+                    cs, ct = self._widths(student, self.teacher, s, t, device)
                 self.adapters.append(nn.Conv2d(cs, ct, 1).to(device))
             if self._adapter_state:
                 self.adapters.load_state_dict(self._adapter_state)

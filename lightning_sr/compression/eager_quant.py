@@ -19,7 +19,8 @@ observed ranges by layer name. At the removal they are taken off (:func:`detach`
 and prepared for PT2E QAT, and :func:`carry_ranges` copies the activation ranges learned so far into the graph's
 fake quantizers (same class, same layer); weight ranges are observed from the final (folded, pruned) weights
 (:func:`observe_weights`), as per-channel symmetric weights need no data. Observers update in training mode only,
-as in the prepared graph. Known difference: in a network with BatchNorm, PT2E quantizes the convolution folded
+as in the prepared graph (``freeze_observers_after`` counts from the capture). The fake quantizers follow the
+input's device. Known difference: in a network with BatchNorm, PT2E quantizes the convolution folded
 with its BatchNorm; here the convolution's own weight is quantized (the gates sit on the BatchNorm until the removal).
 """
 
@@ -39,7 +40,7 @@ from torchao.quantization.pt2e.prepare import (
 )
 from torchao.quantization.pt2e.quantizer.utils import get_input_act_qspec, get_weight_qspec
 
-from lightning_sr.compression.quant import QuantSettings, _module_names, _under
+from lightning_sr.compression.quant import QuantSettings, module_names, under_prefix
 
 FQ = "_lsr_fake_quant"  # {"input": fq, "weight": fq} in the module's __dict__ (not registered)
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -53,17 +54,20 @@ def _make(qspec) -> nn.Module:
     return _create_obs_or_fq_from_qspec(qspec, {}, is_qat=True)
 
 
-def _set_observing(fq: nn.Module, on: bool) -> None:
+def _ready(fq: nn.Module, x: torch.Tensor, on: bool) -> nn.Module:
+    """``fq`` on ``x``'s device (the fake quantizers are not the model's buffers: they do not follow ``.to()``),
+    observing only when ``on`` (training), as the prepared graph's observers do."""
+    if fq.scale.device != x.device:
+        fq.to(x.device)
     fq.observer_enabled[0] = int(on)
+    return fq
 
 
 def _fq_conv_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     fq = self.__dict__[FQ]
-    for q in fq.values():
-        _set_observing(q, self.training and not self.__dict__.get("_lsr_fq_frozen", False))
     if not self.__dict__.get("_lsr_input_by_block", False):  # else the residual block quantized it already
-        x = fq["input"](x)
-    w = fq["weight"](self.weight)
+        x = _ready(fq["input"], x, self.training)(x)
+    w = _ready(fq["weight"], self.weight, self.training)(self.weight)
     if isinstance(self, nn.ConvTranspose2d):
         return F.conv_transpose2d(x, w, self.bias, self.stride, self.padding, self.output_padding, self.groups,
                                   self.dilation)
@@ -71,16 +75,12 @@ def _fq_conv_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _fq_input_hook(module: nn.Module, args):
-    fq = module.__dict__[FQ]["input"]
-    _set_observing(fq, module.training and not module.__dict__.get("_lsr_fq_frozen", False))
-    return (fq(args[0]), *args[1:])
+    return (_ready(module.__dict__[FQ]["input"], args[0], module.training)(args[0]), *args[1:])
 
 
 def _fq_block_input_hook(block: nn.Module, args):
     conv = block.__dict__["_lsr_first_conv"]
-    fq = conv.__dict__[FQ]["input"]
-    _set_observing(fq, conv.training and not conv.__dict__.get("_lsr_fq_frozen", False))
-    return (fq(args[0]), *args[1:])
+    return (_ready(conv.__dict__[FQ]["input"], args[0], conv.training)(args[0]), *args[1:])
 
 
 def _first_conv(block: nn.Module) -> nn.Module | None:
@@ -93,16 +93,14 @@ def _first_conv(block: nn.Module) -> nn.Module | None:
 
 
 def _fq_output_hook(module: nn.Module, args, output):
-    fq = module.__dict__[FQ]["output"]
-    _set_observing(fq, module.training and not module.__dict__.get("_lsr_fq_frozen", False))
-    return fq(output)
+    return _ready(module.__dict__[FQ]["output"], output, module.training)(output)
 
 
 def quant_layers(gen: nn.Module, settings: QuantSettings) -> dict[str, str]:
     """{module name: "conv" | "act"} of the layers that are fake-quantized (see the module docstring)."""
     out = {}
     for name, m in gen.named_modules():
-        if settings.fp32_layers and _under(name, settings.fp32_layers):
+        if settings.fp32_layers and under_prefix(name, settings.fp32_layers):
             continue
         if isinstance(m, CONVS):
             out[name] = "conv"
@@ -119,7 +117,7 @@ def attach(gen: nn.Module, settings: QuantSettings) -> int:
     layers = quant_layers(gen, settings)
     for name, kind in layers.items():
         m = gen.get_submodule(name)
-        device = next(m.parameters(), torch.empty(0)).device
+        device = next(gen.parameters()).device
         if kind == "conv":
             wspec = dataclasses.replace(weight, ch_axis=1) if isinstance(m, nn.ConvTranspose2d) else weight
             m.__dict__[FQ] = {"input": _make(act).to(device), "weight": _make(wspec).to(device)}
@@ -154,12 +152,6 @@ def load_states(gen: nn.Module, saved: dict[str, Any]) -> None:
                 q.load_state_dict(saved[name][k])
 
 
-def freeze(gen: nn.Module) -> None:
-    """Observers stop updating (their ranges are kept), as ``freeze_observers_after`` does to a prepared graph."""
-    for name in attached(gen):
-        gen.get_submodule(name).__dict__["_lsr_fq_frozen"] = True
-
-
 def detach(gen: nn.Module) -> dict[str, Any]:
     """Take every fake quantizer off ``gen`` (the plain module again); returns their :func:`states`."""
     saved = states(gen)
@@ -171,7 +163,6 @@ def detach(gen: nn.Module) -> dict[str, Any]:
     for name in list(attached(gen)):
         m = gen.get_submodule(name)
         del m.__dict__[FQ]
-        m.__dict__.pop("_lsr_fq_frozen", None)
         m.__dict__.pop("_lsr_input_by_block", None)
         if "forward" in m.__dict__:
             del m.forward
@@ -196,7 +187,7 @@ def carry_ranges(prepared: GraphModule, saved: dict[str, Any]) -> list[str]:
     for n in prepared.graph.nodes:
         if n.op != "call_function" or n.target not in GRAPH_OPS or not n.args:
             continue
-        names = _module_names(n)
+        names = module_names(n)
         name = names[-1] if names else None
         fq = _fq_module(prepared, n.args[0])
         if name not in saved:
@@ -227,9 +218,8 @@ def observe_weights(prepared: GraphModule) -> int:
             t = prepared.get_parameter(src.target) if "." in str(src.target) or hasattr(prepared, src.target) else None
             if isinstance(t, nn.Parameter):
                 was = int(fq.observer_enabled[0])
-                _set_observing(fq, True)
                 with torch.no_grad():
-                    fq(t)
-                _set_observing(fq, bool(was))
+                    _ready(fq, t, True)(t)
+                fq.observer_enabled[0] = was
                 n += 1
     return n

@@ -319,6 +319,8 @@ class QAT(Quantization):
         resume = trainer.ckpt_path
         if resume:
             self.load_state_dict(resumed_state(resume, self.state_key))
+        if self.eager and self.eager_states is not None and self.start_step is None:
+            return  # resumed between the channel removal and the capture: the next batch captures, as it would have
         if self.start_step is None and self._gates_pending(trainer):  # quantized from step 0, gates learned eagerly
             self.eager = True
             self.start_eager(trainer, pl_module, resumed=bool(resume))
@@ -341,23 +343,24 @@ class QAT(Quantization):
         from lightning_sr.compression import eager_quant
 
         gen = self.check_module(pl_module)
+        gen.to(trainer.strategy.root_device)
         if not resumed:
-            if not (pl_module.hparams or {}).get("init_from") and not getattr(pl_module, "compression_log", None):
-                log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
-            gen.to(trainer.strategy.root_device)
-            self.entry = {"technique": self.name, **self.config(), "before": self.measure_fp32(trainer, pl_module),
-                          "fake_quant_from_step": int(trainer.global_step)}
+            self.open_entry(trainer, pl_module, fake_quant_from_step=int(trainer.global_step))
         if self.entry is not None:
             _append_log(pl_module, self.entry)
-        if self.eager_states is not None and not self._structure_changers(trainer):
-            return  # resumed after the removal, before the capture: the ranges wait in eager_states
-        gen.to(trainer.strategy.root_device)
         n = eager_quant.attach(gen, self.settings)
         self._gen_ref = gen
         if resumed and self._resumed_attached:
             eager_quant.load_states(gen, self._resumed_attached)
         log.info("%s: %d layers of the gated generator fake-quantized from step %d (eager) until the channel "
                  "removal", self.name, n, trainer.global_step)
+
+    def open_entry(self, trainer: L.Trainer, pl_module: L.LightningModule, **extra: Any) -> None:
+        """The log entry of this run's quantization, with the fp32 model's figures before it starts."""
+        if not (pl_module.hparams or {}).get("init_from") and not getattr(pl_module, "compression_log", None):
+            log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
+        self.entry = {"technique": self.name, **self.config(), "before": self.measure_fp32(trainer, pl_module),
+                      **extra}
 
     def before_structure_change(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Declared hook, called by a callback about to change the generator's structure: take the eager fake
@@ -410,10 +413,8 @@ class QAT(Quantization):
             if self.eager:  # the entry was opened when fake quantization started (the log holds it already)
                 self.entry = {**(self.entry or {}), "captured_at_step": int(trainer.global_step)}
             else:
-                if not (pl_module.hparams or {}).get("init_from") and not getattr(pl_module, "compression_log", None):
-                    log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
                 gen.to(device)
-                self.entry = {"technique": self.name, **self.config(), "before": self.measure_fp32(trainer, pl_module)}
+                self.open_entry(trainer, pl_module)
             self.start_step = int(trainer.global_step)
         if self.entry is not None:
             _append_log(pl_module, self.entry)

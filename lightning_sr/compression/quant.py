@@ -161,16 +161,16 @@ def capture(gen: nn.Module, training: bool) -> tuple[GraphModule, list[str], boo
 
 
 # ----- the quantizer ------------------------------------------------------------------------------------------
-def _module_names(node: Node) -> list[str]:
+def module_names(node: Node) -> list[str]:
     return [str(v[0]) for v in (node.meta.get("nn_module_stack") or {}).values()]
 
 
-def _under(name: str, prefixes: Iterable[str]) -> bool:
+def under_prefix(name: str, prefixes: Iterable[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def _in_layers(node: Node, prefixes: Iterable[str]) -> bool:
-    return any(_under(n, prefixes) for n in _module_names(node))
+    return any(under_prefix(n, prefixes) for n in module_names(node))
 
 
 def _attr(gm: GraphModule, target: str):
@@ -208,8 +208,8 @@ class SRQuantizer(x86q.X86InductorQuantizer):
         s = self.settings
         if s.fp32_layers:  # torchao matches a module name exactly, and a captured graph's module stacks skip some
             # containers (``body.0.conv1`` is under ``body.0`` but not ``body``): name every module under a prefix
-            names = {m for n in model.graph.nodes for m in _module_names(n)}
-            for name in sorted(m for m in names if m and _under(m, s.fp32_layers)):
+            names = {m for n in model.graph.nodes for m in module_names(n)}
+            for name in sorted(m for m in names if m and under_prefix(m, s.fp32_layers)):
                 self.module_name_qconfig[name] = None
         if s.skip_fp32:  # annotated without quantization first: the recipe's conv+add pattern then skips them
             for n in skip_adds(model):
@@ -386,7 +386,7 @@ def layer_precisions(int8: GraphModule) -> list[dict[str, str]]:
             prec = "int8" if dq_in and q_out else "fp32"
         else:
             prec = "fp32"
-        names = _module_names(n)
+        names = module_names(n)
         mod = names[-1] if names else ""
         if op in ("conv2d", "conv1d", "linear", "conv_transpose2d") and mod:
             layer = mod

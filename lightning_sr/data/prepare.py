@@ -47,7 +47,7 @@ import yaml
 
 from lightning_sr.cli import parse_bool
 from lightning_sr.errors import ConfigError, DataError, LightningSRError, require
-from lightning_sr.fs import atomic_write
+from lightning_sr.fs import atomic_write, promote
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def download(arc: dict[str, Any], downloads: Path, mirror: str | None, progress:
             part.unlink(missing_ok=True)
             raise DataError(f"{e}; the download was removed: run the command again, or fetch the file by hand and "
                             f"use from=DIR") from None
-        os.replace(part, dest)
+        promote(part, dest)
         return dest, digests, url
     keep = f" ({part.stat().st_size} bytes kept in {part}: the next run resumes)" if part.exists() else ""
     raise DataError(f"cannot download {arc['file']}: {'; '.join(tried)}{keep}; check the network and run again, or "
