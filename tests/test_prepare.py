@@ -374,3 +374,24 @@ def test_t91_trains_on_t91_and_validates_on_set5(tmp_path):
     assert "Set5" in m["sets"] and m["sets"]["Set5"]["role"] == "val"
     cfg = OmegaConf.load(out / ".hydra" / "config.yaml")
     assert Path(cfg.data.root).resolve() == (SHARED / "data").resolve()
+
+
+def test_a_failure_after_the_first_archive_resumes_keeping_what_was_placed(tmp_path, server, manifest_env):
+    """DIV2K has several archives: a 404 on the second leaves the first archive's folders recorded, --verify says the
+    set is incomplete, and the same command later fetches only what is missing."""
+    arcs = P.entry("div2k")["archives"]
+    assert len(arcs) >= 2
+    second = arcs[1]["file"]
+    saved = server.files.pop(second)
+    root = tmp_path / "div2k"
+    with pytest.raises(P.DataError, match=f"{second}"):
+        P.prepare("div2k", root, mirror=server.url, progress=False)
+    first_targets = list(arcs[0]["extract"].values())
+    assert all((root / d).exists() for d in first_targets)
+    with pytest.raises(P.DataError, match="was not prepared to the end"):
+        P.verify("div2k", root)
+    server.files[second] = saved
+    server.requests.clear()
+    P.prepare("div2k", root, mirror=server.url, progress=False)
+    assert not any(arcs[0]["file"] in r for r in server.requests)  # the placed archive was not fetched again
+    assert P.verify("div2k", root)["files"] > 0 and not _leftovers(root)

@@ -215,6 +215,7 @@ def test_lapsrn_table_is_selected_by_t91_data_and_checks_bicubic(tmp_path):
         31.35, 0.7674, 27.29, 0.7524)
     assert t.rows[0].values["Set5/psnr"] == 28.42 and t.rows[1].values["Urban100/psnr"] == 24.32
     assert tables_for_data("t91") == ["lapsrn_x4"] and tables_for_data("embedded") == []
+    assert tables_for_data("t91", 4) == ["lapsrn_x4"] and tables_for_data("t91", 2) == []  # x4 numbers, x4 runs
 
     # a run trained with data=t91 (Hydra's choice), no `published` key: the report shows LapSRN's rows
     sweep = tmp_path / "t91"

@@ -313,6 +313,9 @@ def prepare(name: str, root: str | Path | None = None, source: str | Path | None
                 (root / dst).parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tmp / src, root / dst)
                 placed[dst] = record["targets"][dst]
+            # the folders placed so far are recorded before the next archive: a failure later (network, disk) is
+            # resumed by running the command again, which keeps them
+            atomic_write(state / f"{name}.json", json.dumps({**record, "complete": False}, indent=1) + "\n")
             shutil.rmtree(tmp)
             if src_dir is None:
                 path.unlink()
@@ -320,6 +323,7 @@ def prepare(name: str, root: str | Path | None = None, source: str | Path | None
         if missing:
             raise DataError(f"after preparing {name}, {', '.join(str(root / p) for p in missing)} is missing; the "
                             f"archives do not match the manifest")
+        record["complete"] = True
         atomic_write(state / f"{name}.json", json.dumps(record, indent=1) + "\n")
     except OSError as err:
         if err.errno == errno.ENOSPC:
@@ -348,6 +352,9 @@ def verify(name: str, root: str | Path | None = None) -> dict[str, Any]:
         raise DataError(f"{root} has no record of {name} ({rec_path} is missing); prepare it with: lsr-data {name} "
                         f"root={root}")
     rec = json.loads(rec_path.read_text())
+    require(rec.get("complete", True), f"{name} under {root} was not prepared to the end (an archive failed); run "
+                                       f"lsr-data {name} root={root} again: the folders already placed are kept",
+            DataError)
     bad, n = [], 0
     for dst, files in rec["targets"].items():
         base = (root / dst).parent if (root / dst).is_file() else root / dst

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_sr.data.base import EvalSetsMixin
 from lightning_sr.data.cache import CACHE_MODES, cached_pair, entry_key, lr_file_source
 from lightning_sr.data.datasets import TEST, VAL
-from lightning_sr.data.degradation import DEGRADATIONS, degrade
+from lightning_sr.data.degradation import DEGRADATIONS, degrade, flip_shift
 from lightning_sr.data.io import IMG_EXTS, read_rgb
 from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import ConfigError, DataError, require
@@ -148,14 +148,16 @@ def load_clips(root: str | Path, scale: int, cfg: Any, what: str, min_frames: in
 class TrainClipDataset(Dataset):
     """``n_frames`` consecutive frames, one random aligned crop for all of them, flips, temporal reversal.
 
-    ``align``: where LR pixel i sits in the HR frame. ``corner`` (TecoGAN's BD keeps HR pixels 0, s, 2s...: LR i is
-    HR s*i) is not symmetric: a flipped LR patch matches the flipped HR patch taken s - 1 pixels earlier, which is
-    what a flip here does, so flipped samples stay aligned. ``center`` (bicubic) is symmetric."""
+    ``flip_shift`` (:func:`lightning_sr.data.degradation.flip_shift`, :func:`clip_flip_shift`): HR pixels by which a
+    flipped patch's HR crop moves so that it stays aligned with its flipped LR crop (``1 - s`` for TecoGAN's corner
+    -aligned BD, which keeps HR pixels 0, s, 2s...; 0 for bicubic; 1 for the image BD at an even scale); the LR crop
+    is drawn where the moved HR crop stays inside the frame."""
 
     def __init__(self, clips: list[Clip], scale: int, patch_size: int, n_frames: int, length: int,
-                 augment: bool = True, seed: int = 0, align: str = "corner"):
+                 augment: bool = True, seed: int = 0, flip_shift: int | None = None):
         self.clips, self.scale, self.patch, self.n, self.length = clips, scale, patch_size, n_frames, length
-        self.augment, self.seed, self.align = augment, seed, align
+        self.augment, self.seed = augment, seed
+        self.flip_shift = 1 - scale if flip_shift is None else int(flip_shift)  # default: TecoGAN's BD
         small = [c.name for c in clips if min(c.lr[0].shape[-2:]) * scale < patch_size]
         require(not small, f"clips {small} are smaller than data.patch_size={patch_size}; lower it", DataError)
 
@@ -169,14 +171,13 @@ class TrainClipDataset(Dataset):
         lp, s = self.patch // self.scale, self.scale
         _, lh, lw = clip.lr[0].shape
         flip_w, flip_h, reverse = (self.augment and rng.random() < 0.5 for _ in range(3))
-        # a flipped corner-aligned patch needs its HR crop s - 1 pixels earlier (so its LR crop starts at 1 or later)
-        shift_h = s - 1 if flip_h and self.align == "corner" else 0
-        shift_w = s - 1 if flip_w and self.align == "corner" else 0
-        top = rng.randint(1 if shift_h else 0, lh - lp)
-        left = rng.randint(1 if shift_w else 0, lw - lp)
+        shift_h = self.flip_shift if flip_h else 0
+        shift_w = self.flip_shift if flip_w else 0
+        top = rng.randint(1 if shift_h < 0 else 0, lh - lp - (1 if shift_h > 0 else 0))
+        left = rng.randint(1 if shift_w < 0 else 0, lw - lp - (1 if shift_w > 0 else 0))
         idx = list(range(start, start + self.n))
         lr = torch.stack([clip.lr[k][:, top:top + lp, left:left + lp] for k in idx])
-        ht, hl = top * s - shift_h, left * s - shift_w
+        ht, hl = top * s + shift_h, left * s + shift_w
         hr = torch.stack([clip.hr[k][:, ht:ht + lp * s, hl:hl + lp * s] for k in idx])
         if flip_w:
             lr, hr = lr.flip(-1), hr.flip(-1)
@@ -213,6 +214,17 @@ def _single(batch: list[dict[str, Any]]) -> dict[str, Any]:
 def lr_align(cfg: Any) -> str:
     """``data.lr_align`` or, by default, ``corner`` for TecoGAN's BD (pixels 0, s, 2s... kept) and ``center`` else."""
     return cfg.get("lr_align") or ("corner" if cfg.get("degradation", "gaussian") == "gaussian" else "center")
+
+
+def clip_flip_shift(cfg: Any, scale: int) -> int:
+    """The training clips' flip shift: from ``data.lr_align`` when set (LR frames read from files), else from the
+    degradation (:func:`lightning_sr.data.degradation.flip_shift`)."""
+    align = cfg.get("lr_align")
+    if align == "corner":
+        return 1 - scale
+    if align == "center":
+        return 0
+    return flip_shift(cfg.get("degradation", "gaussian"), scale)
 
 
 def validate_video_config(cfg: Any, scale: int) -> None:
@@ -270,7 +282,7 @@ class VideoDataModule(EvalSetsMixin, L.LightningDataModule):
             clips = load_clips(roots["train"], s, c, "training", min_frames=int(c.n_frames))
             self.train_set = TrainClipDataset(clips, s, int(c.patch_size), int(c.n_frames),
                                               int(c.iters_per_epoch) * int(c.batch_size), bool(c.get("augment", True)),
-                                              self.seed, lr_align(c))
+                                              self.seed, clip_flip_shift(c, s))
             log.info("train: %d clips from %s", len(clips), roots["train"])
         for role, entries in ((VAL, roots["val"]), (TEST, roots["test"])):
             for name, root in entries:

@@ -70,7 +70,8 @@ def _published_name(jobs: list[Job], override: str | None) -> str | None:
             return str(p)
     for j in jobs:
         data = j.choices.get("data")
-        found = tables_for_data(data) if data else []
+        scale = j.select("scale")
+        found = tables_for_data(data, None if scale is None else int(scale)) if data else []
         if found:
             return found[0]
     return None

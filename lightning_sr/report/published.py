@@ -124,15 +124,17 @@ def _label(e: dict[str, Any]) -> str | None:
     return label
 
 
-def tables_for_data(data: str) -> list[str]:
-    """Published tables whose ``for_data`` lists the data preset ``data`` (e.g. ``t91``): the table a run
-    trained on that preset is shown beside when it names none itself."""
+def tables_for_data(data: str, scale: int | None = None) -> list[str]:
+    """Published tables whose ``for_data`` lists the data preset ``data`` (e.g. ``t91``) and whose ``scale`` (when
+    the table gives one) is the run's: the table a run trained on that preset is shown beside when it names none."""
     out = []
     for d in PUBLISHED_DIRS:
         for p in sorted(d.glob("*.yaml")) if d.is_dir() else []:
             try:
                 doc = load_yaml(p) or {}
             except Exception:
+                continue
+            if scale is not None and doc.get("scale") is not None and int(doc["scale"]) != int(scale):
                 continue
             if data in [str(x) for x in (doc.get("for_data") or [])] and p.stem not in out:
                 out.append(p.stem)
