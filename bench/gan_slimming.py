@@ -58,7 +58,9 @@ def main() -> None:
     ap.add_argument("--target-macs", type=float, default=0.5)
     ap.add_argument("--rho", type=float, default=None, help="channel_sparsity.rho of the single run (default: the "
                                                             "experiment's 0.01, sized for 200k steps)")
-    ap.add_argument("--only-single", action="store_true", help="run the single GAN Slimming run only")
+    ap.add_argument("--gate-lr", type=float, default=None, help="channel_sparsity.gate_lr of the single runs (default: "
+                                                                "the paper's 0.1)")
+    ap.add_argument("--only-single", action="store_true", help="run the single GAN Slimming runs only")
     ap.add_argument("--lpips", default=None, help="AlexNet backbone file for LPIPS (e.g. ../shared/weights/...)")
     ap.add_argument("--out", default="/tmp/lsr_bench_gs")
     a = ap.parse_args()
@@ -73,6 +75,7 @@ def main() -> None:
         common += ["metrics.lpips.enabled=true", f"metrics.lpips.backbone_path={a.lpips}"]
     rows = {}
     rho = [f"compression.channel_sparsity.rho={a.rho}"] if a.rho is not None else []
+    rho += [f"compression.channel_sparsity.gate_lr={a.gate_lr}"] if a.gate_lr is not None else []
     gs = ["experiment=gan_slimming", *common, f"trainer.max_steps={a.steps}",
           f"compression.channel_sparsity.target_macs={a.target_macs}", *rho]
     rows["gan_slimming"] = run("gan_slimming", gs, out)
