@@ -70,5 +70,9 @@ def test_a_video_skip_aligned_unlike_the_data_is_one_line(tmp_path, capsys, over
 
 
 def test_matching_video_alignments_are_accepted():
-    for extra in ([], ["data.degradation=bicubic", "model.skip_align=center"]):
-        validate_config(compose(["model=frvsr", "data=embedded_video", *extra]))
+    from lightning_sr.data.video import lr_align
+
+    for extra, align in (([], "corner"), (["data.degradation=bicubic", "model.skip_align=center"], "center")):
+        cfg = compose(["model=frvsr", "data=embedded_video", *extra])
+        validate_config(cfg)  # raises ConfigError on a mismatch
+        assert lr_align(cfg.data) == cfg.model.skip_align == align
