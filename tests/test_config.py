@@ -76,3 +76,11 @@ def test_matching_video_alignments_are_accepted():
         cfg = compose(["model=frvsr", "data=embedded_video", *extra])
         validate_config(cfg)  # raises ConfigError on a mismatch
         assert lr_align(cfg.data) == cfg.model.skip_align == align
+
+
+def test_t91_experiment_is_the_real_data_recipe():
+    """experiment=t91_x4_cpu: SRResNet-16/64 x4 on T91, validated on Set5, the budget docs/benchmarks.md measured."""
+    cfg = compose(["experiment=t91_x4_cpu"])
+    validate_config(cfg)
+    assert (cfg.data.name, cfg.scale, cfg.model.res_blocks, cfg.model.channels) == ("t91", 4, 16, 64)
+    assert [v.name for v in cfg.data.val] == ["Set5"] and cfg.trainer.max_steps == 5000
