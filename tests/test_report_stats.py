@@ -204,6 +204,42 @@ def test_budgets_and_machines_are_warned_about(seed_sweep, tmp_path):
     assert "CPU latency" not in md.split("| seed |")[1].splitlines()[0]
 
 
+def test_budget_counts_the_checkpoint_a_job_started_from(seed_sweep, tmp_path):
+    """A fine-tuned job (model.init_from) is charged its starting checkpoint's steps and images, recursively, so a
+    pruned + fine-tuned model and one trained from scratch for the same total are equal budgets (issue 22)."""
+    from omegaconf import OmegaConf
+
+    jobs = _jobs_by_blocks(seed_sweep)
+    sweep = tmp_path / "compared"
+    teacher = tmp_path / "teacher"  # the chain's start lies outside the compared folder, as a real teacher does
+    shutil.copytree(jobs["2"][0], teacher)
+    student, scratch = sweep / "student", sweep / "scratch"
+    shutil.copytree(jobs["1"][0], student)
+    shutil.copytree(jobs["1"][1], scratch)
+    for job in (student, scratch):  # as if given on the command line: student with init_from, scratch without
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        cfg.report.reference = None
+        if job is student:
+            cfg.model.init_from = str(teacher / "checkpoints" / "last.ckpt")
+            ov = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(ov + [f"model.init_from={cfg.model.init_from}"]))
+        OmegaConf.save(cfg, job / ".hydra" / "config.yaml")
+    m = {p: json.loads((p / "metrics.json").read_text()) for p in (teacher, student, scratch)}
+    assert m[student]["global_step"] == m[scratch]["global_step"] == m[teacher]["global_step"] == 2
+
+    rep = collect(sweep)
+    rows = {r["job"]: r for r in rep.measured()}
+    assert rows["student"]["steps_total"] == 4
+    assert rows["student"]["images_total"] == m[student]["images_seen"] + m[teacher]["images_seen"]
+    assert "steps_total" not in rows["scratch"]  # trained from scratch: nothing before it
+    assert "different training budgets" in " ".join(rep.warnings)  # 2 steps from scratch vs 2 + 2
+
+    # the scratch job trained the same total (4 steps, as many images): equal budgets, no warning
+    (scratch / "metrics.json").write_text(json.dumps(
+        m[scratch] | {"global_step": 4, "images_seen": m[student]["images_seen"] + m[teacher]["images_seen"]}))
+    assert "different training budgets" not in " ".join(collect(sweep).warnings)
+
+
 # ----- LapSRN's x4 table ------------------------------------------------------------------------------------------
 def test_lapsrn_table_is_selected_by_t91_data_and_checks_bicubic(tmp_path):
     t = load_published("lapsrn_x4")

@@ -17,6 +17,7 @@ from lightning_sr.report.compare import (
     find_reference,
     group_rows,
     images_seen,
+    init_budget,
     machines_check,
     merge_rows,
     single_units,
@@ -129,6 +130,10 @@ def collect(sweep_dir: str | Path, published: str | None = None, reference: str 
             seen = images_seen(j)
             if seen is not None:
                 row["images_seen"] = seen
+            before = init_budget(j)
+            if before is not None:  # started from a trained checkpoint: its training counts in the budget
+                row["steps_total"] = int(row.get("global_step") or 0) + before[0]
+                row["images_total"] = int(seen or 0) + before[1]
             _ordered(sets, (j.metrics.get("sets") or {}).keys())
             for ex in (j.metrics.get("exits") or {}).values():
                 _ordered(exits, ex.keys())

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from lightning_sr.report.jobs import Job
+from lightning_sr.report.jobs import Job, load_job
 from lightning_sr.report.stats import SEED_KEY, delta, group_key, group_name, mean_std, read_per_image
 from lightning_sr.summary import METRICS
 
@@ -188,6 +189,24 @@ def images_seen(job: Job) -> int | None:
     return None
 
 
+def init_budget(job: Job, depth: int = 8) -> tuple[int, int] | None:
+    """(steps, images) of the checkpoint chain a job started from (``model.init_from``: that run's folder's
+    metrics.json, and its own start, recursively): the training a compressed or fine-tuned model already had.
+    None when the job started from scratch or the chain's folders are not readable."""
+    path = job.select("model.init_from")
+    if not path or depth == 0:
+        return None
+    run = Path(str(path)).expanduser().parent.parent  # <run>/checkpoints/last.ckpt
+    if not (run / "metrics.json").is_file():
+        return None
+    parent = load_job(run)
+    if not parent.metrics or parent.status != "finished":
+        return None
+    steps, seen = int(parent.metrics.get("global_step") or 0), images_seen(parent) or 0
+    more = init_budget(parent, depth - 1)
+    return (steps + more[0], seen + more[1]) if more else (steps, seen)
+
+
 def budget_warning(units: list[Unit]) -> str | None:
     """One line when the measured jobs compared here (across rows, or the seeds of one row) trained for different
     steps or images."""
@@ -196,8 +215,9 @@ def budget_warning(units: list[Unit]) -> str | None:
         steps: list[str] = []
         seen: list[str] = []
         for r in u.job_rows:
-            if r.get("status") == "finished":
-                for vals, v in ((steps, r.get("global_step")), (seen, r.get("images_seen"))):
+            if r.get("status") == "finished":  # the total budget where a job started from a trained checkpoint
+                for vals, v in ((steps, r.get("steps_total", r.get("global_step"))),
+                                (seen, r.get("images_total", r.get("images_seen")))):
                     if _int(v) not in vals:
                         vals.append(_int(v))
         if steps:
@@ -206,8 +226,8 @@ def budget_warning(units: list[Unit]) -> str | None:
             len(a) == 1 and len(b) == 1 for a, b in budgets.values()):
         return None
     shown = "; ".join(f"{n}: {' or '.join(a)} steps, {' or '.join(b)} images" for n, (a, b) in budgets.items())
-    return (f"the rows compared here had different training budgets ({shown}): differences mix the method with "
-            f"the budget")
+    return (f"the rows compared here had different training budgets ({shown}; a job that started from a checkpoint "
+            f"counts that checkpoint's training too): differences mix the method with the budget")
 
 
 def _int(v: Any) -> str:

@@ -23,7 +23,7 @@ def csv_columns(rep: SweepReport) -> list[str]:
     cols += [f"{s}/{m}" for s in sets for m in METRICS]
     cols += [f"{e}/{k}" for e in exits for k in COST_KEYS]
     cols += [f"{s}/{e}/{m}" for s in sets for e in exits for m in METRICS]
-    cols += ["train_time_s", "global_step", "images_seen", "machine", "published_source", "reproduced",
+    cols += ["train_time_s", "global_step", "images_seen", "steps_total", "images_total", "machine", "published_source", "reproduced",
              "reproduced_detail", "protocol_differences", "error"]
     _ordered(cols, sorted(c for c in present if not c.endswith(STD)))
     if "n" in present:  # seed groups: n after status, every mean's std right after it

@@ -27,7 +27,7 @@ def _num(v: Any, fmt: str) -> str:
 
 def _fmt(col: str, v: Any) -> str:
     last = col.split("/")[-1]
-    if last == "global_step" or last == "images_seen":
+    if last in ("global_step", "images_seen", "steps_total", "images_total"):
         return _num(v, ",.0f")
     if last.startswith("delta_"):
         return _num(v, "+.4f" if last != "delta_psnr" else "+.3f")
@@ -73,7 +73,8 @@ def _header(col: str, rep: SweepReport) -> str:
              "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100", "train_time_s": "train time", "job": "job", "source": "source", "status": "status",
              "accuracy": "accuracy (%)", "label": "published row",
              "r_s": "r_s (teacher/student MACs)", "r_c": "r_c (teacher fp32/student bytes)",
-             "n": "n (seeds)", "global_step": "steps", "images_seen": "images seen", "machine": "latency machine",
+             "n": "n (seeds)", "global_step": "steps", "images_seen": "images seen",
+             "steps_total": "steps incl. init", "images_total": "images incl. init", "machine": "latency machine",
              "reproduced": "reproduced?", "protocol_differences": "protocol differences (vs paper)"}
     if last.startswith("delta_"):
         return " ".join([*parts[:-1], f"Δ{names.get(last[6:], last[6:])} vs {rep.reference} (95% CI)"])
@@ -138,7 +139,7 @@ def md_columns(rep: SweepReport) -> list[str]:
     cols += ["teacher/params", "teacher/macs", "teacher/size_mb", *[f"teacher/{s}/{m}" for s in sets for m in METRICS],
              "r_s", "r_c"]
     cols += [f"{s}/delta_{m}" for s in sets for m in DELTA_METRICS]  # paired differences to the reference row
-    cols += ["global_step", "images_seen", "train_time_s"]  # the training budget
+    cols += ["global_step", "images_seen", "steps_total", "images_total", "train_time_s"]  # the training budget
     if rep.published is not None:  # the paper's row names (also of published rows this sweep did not run)
         cols += ["label", "reproduced", "protocol_differences"]
     return [c for c in cols if c in (*rep.keys, "job", "source", "status") or any(c in r for r in rep.rows)]
