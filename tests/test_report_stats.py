@@ -17,7 +17,7 @@ import yaml
 
 from lightning_sr.report import collect, main
 from lightning_sr.report.published import load_published, tables_for_data
-from lightning_sr.report.stats import mean_std, paired_bootstrap, paired_differences
+from lightning_sr.report.stats import Bootstrap, mean_std, paired_bootstrap, paired_differences
 from tests.conftest import SMOKE, run_cli
 
 
@@ -42,6 +42,15 @@ def test_bootstrap_hand_computable():
     assert m == lo == hi == pytest.approx(0.25)
     m, lo, hi = paired_bootstrap(np.array([-2.0, -1.0, 1.0, 2.0]))  # zero difference: the interval holds 0
     assert m == 0.0 and lo < 0 < hi
+
+
+def test_one_pair_has_no_interval():
+    """One image of one seed: the resampled means are all that one difference, which is no evidence; the interval
+    is undefined and never excludes 0 (it did: lo == hi == the difference)."""
+    m, lo, hi = paired_bootstrap(np.array([0.25]))
+    assert m == 0.25 and math.isnan(lo) and math.isnan(hi)
+    assert not Bootstrap(m, lo, hi, 1, 1, True).excludes_zero
+    assert paired_bootstrap(np.array([0.25, 0.5]))[1] == pytest.approx(0.25)  # two pairs: an interval again
 
 
 def test_bootstrap_matches_a_t_interval_on_a_large_sample():
@@ -272,3 +281,35 @@ def test_lapsrn_table_is_selected_by_t91_data_and_checks_bicubic(tmp_path):
     assert bic["reproduced"] == "yes" and float(bic["Set5/psnr_minus_published"]) == pytest.approx(0.01)
     md = (sweep / "report.md").read_text()
     assert "VDSR (trained on T91 + BSD200)" in md and "31.35" in md
+
+
+def test_results_doc_fills_marked_tables_from_report_csv(tmp_path):
+    """docs/results.md's tables come from the reports (lightning_sr.report.results_doc): a marked block is replaced
+    by the measured rows of <reports>/<name>/report.csv, a missing report leaves "Not run yet.", text outside the
+    markers is kept."""
+    from lightning_sr.report.results_doc import fill
+
+    rep = tmp_path / "reports" / "q2_depth8"
+    rep.mkdir(parents=True)
+    cols = ["name", "source", "reference", "n", "params", "macs", "Set5/psnr", "Set5/psnr_std", "Set5/delta_psnr",
+            "Set5/delta_psnr_lo", "Set5/delta_psnr_hi", "Set5/delta_psnr_sig", "steps_total", "global_step",
+            "train_time_s"]
+    rows = [["pruned8", "measured", "", "2", "1000", "2e9", "30.5", "0.1", "0.25", "0.1", "0.4", "*", "9500", "1500",
+             "60"],
+            ["scratch8", "measured", "reference", "2", "1000", "2e9", "30.25", "0.05", "reference", "", "", "", "",
+             "9500", "600"],
+            ["", "bicubic", "", "", "", "", "28.4", "", "", "", "", "", "", "", ""]]
+    with open(rep / "report.csv", "w", newline="") as f:
+        csv.writer(f).writerows([cols, *rows])
+    doc = tmp_path / "results.md"
+    doc.write_text("intro\n<!-- report:q2_depth8 -->\nold\n<!-- /report:q2_depth8 -->\nmiddle\n"
+                   "<!-- report:q9 -->\n<!-- /report:q9 -->\nend\n")
+    assert fill(doc, tmp_path / "reports") == ["q2_depth8"]
+    text = doc.read_text()
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n") and "old" not in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert lines[0].split(" | ")[:4] == ["| row", "n", "params", "GMACs"]
+    assert lines[1] == "| pruned8 | 2 | 1,000 | 2.000 | 30.50 ± 0.10 | +0.250 [+0.100, +0.400] * | 9,500 | 60 |"
+    assert lines[2] == "| scratch8 | 2 | 1,000 | 2.000 | 30.25 ± 0.05 | reference | 9,500 | 600 |"
+    assert len(lines) == 3  # the bicubic row is not a measured row
+    assert "<!-- report:q9 -->\nNot run yet.\n<!-- /report:q9 -->" in text

@@ -162,7 +162,7 @@ def cell_text(col: str, row: dict[str, Any], rep: SweepReport) -> str:
         lo, hi = row.get(f"{col}_lo"), row.get(f"{col}_hi")
         text = _fmt(col, v)
         if lo not in (None, "") and hi not in (None, ""):
-            text += f" [{_fmt(col, lo)}, {_fmt(col, hi)}]"
+            text += f" [{_fmt(col, lo)}, {_fmt(col, hi)}]" if lo == lo and hi == hi else " (one pair: no interval)"
         return text + (" *" if row.get(f"{col}_sig") else "")
     text = _fmt(col, v)
     sd = row.get(col + STD)

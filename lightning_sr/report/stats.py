@@ -75,13 +75,16 @@ def paired_bootstrap(diff: np.ndarray, resamples: int = RESAMPLES, seed: int = B
                      confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """(mean, lo, hi) of a matrix of paired differences ``D[image, seed]`` (a vector: one seed): each resample
     draws images and seeds with replacement, independently, and takes the mean of ``D`` over the drawn grid;
-    ``lo``/``hi`` are the ``(1 -+ confidence) / 2`` percentiles of the resampled means."""
+    ``lo``/``hi`` are the ``(1 -+ confidence) / 2`` percentiles of the resampled means (NaN for a single pair: one
+    image of one seed has no interval)."""
     d = np.asarray(diff, dtype=np.float64)
     if d.ndim == 1:
         d = d[:, None]
     ni, ns = d.shape
     if ni == 0 or ns == 0:
         raise ValueError("no paired differences to bootstrap")
+    if ni * ns == 1:  # one pair has no spread to resample: no interval (never "excludes 0")
+        return float(d.mean()), math.nan, math.nan
     rng = np.random.default_rng(seed)
     ci = _draw_counts(rng, resamples, ni)
     cs = _draw_counts(rng, resamples, ns) if ns > 1 else np.ones((resamples, 1))

@@ -1,0 +1,129 @@
+"""Tables of a results document filled from sweep reports, so that no figure in it is typed by hand.
+
+A markdown document marks where a report's table goes::
+
+    <!-- report:q2_depth8 -->
+    (replaced by the compact table of <reports>/q2_depth8/report.csv)
+    <!-- /report:q2_depth8 -->
+
+``fill(doc, reports)`` rewrites every marked block from the report of that name (its measured rows: mean ± std over
+seeds, the paired difference to the reference row with its 95 % interval, cost and budget); a report that does not
+exist yet leaves "not run yet" in the block. Used by ``sweeps/cpu_results.sh report`` for docs/results.md::
+
+    python -m lightning_sr.report.results_doc docs/results.md outputs/cpu_results/reports
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from pathlib import Path
+
+from lightning_sr.fs import atomic_write
+
+BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
+METRICS = (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".4f"), ("lpips", "LPIPS", ".4f"), ("tof", "tOF", ".3f"),
+           ("tlp", "tLP100", ".3f"))
+DELTAS = (("psnr", "ΔPSNR", "+.3f"), ("lpips", "ΔLPIPS", "+.4f"))
+MEASURED = ("measured", "int8")
+
+
+def _f(v: str, fmt: str) -> str:
+    try:
+        return format(float(v), fmt)
+    except (TypeError, ValueError):
+        return ""
+
+
+def _sets(header: list[str]) -> list[str]:
+    seen: list[str] = []
+    for c in header:
+        parts = c.split("/")
+        if len(parts) == 2 and parts[1] == "psnr" and parts[0] not in seen:
+            seen.append(parts[0])
+    return seen
+
+
+def compact_table(report_csv: Path) -> str:
+    """The measured rows of a report.csv as one short markdown table (name, seeds, cost, per set: metrics with
+    std, paired differences with their 95 % interval, `*` where it excludes 0; steps incl. the start checkpoint)."""
+    with open(report_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        rows = [r for r in reader if r.get("source") in MEASURED]
+    sets = _sets(header)
+    label = "name" if "name" in header else "job"
+    ref = next((r.get(label) or r.get("job", "") for r in rows if r.get("reference") == "reference"), "")
+    cols = ["row", "n", "params", "GMACs"]
+    if any(r.get("latency_ms") for r in rows):
+        cols.append("latency (ms)")
+    per_set = []
+    for s in sets:
+        for key, title, fmt in METRICS:
+            if any(r.get(f"{s}/{key}") for r in rows):
+                per_set.append((f"{s}/{key}", f"{s} {title}", fmt, True))
+        for key, title, fmt in DELTAS:
+            if any(r.get(f"{s}/delta_{key}") for r in rows):
+                per_set.append((f"{s}/delta_{key}", f"{s} {title} (95 % CI)", fmt, False))
+    cols += [t for _, t, _, _ in per_set] + ["steps (incl. start)", "train time (s)"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        name = r.get(label) or r.get("job", "")
+        if r.get("source") == "int8":
+            name += " (int8)"
+        macs = _f(r.get("macs"), "") and format(float(r["macs"]) / 1e9, ".3f")
+        cells = [name, r.get("n") or "1", _f(r.get("params"), ",.0f"), macs]
+        if "latency (ms)" in cols:
+            cells.append(_f(r.get("latency_ms"), ".1f"))
+        for key, _, fmt, is_metric in per_set:
+            v = _f(r.get(key), fmt)
+            if is_metric and v and r.get(f"{key}_std"):
+                v += " ± " + _f(r.get(f"{key}_std"), fmt.lstrip("+"))
+            if not is_metric:
+                if r.get(key) == "reference":
+                    v = "reference"
+                elif v and r.get(f"{key}_lo") in ("nan", "NaN"):
+                    v += " (one pair: no interval)"
+                elif v and r.get(f"{key}_lo"):
+                    v += f" [{_f(r.get(f'{key}_lo'), fmt)}, {_f(r.get(f'{key}_hi'), fmt)}]"
+                    v += " *" if r.get(f"{key}_sig") == "*" else ""
+            cells.append(v)
+        cells += [_f(r.get("steps_total") or r.get("global_step"), ",.0f"), _f(r.get("train_time_s"), ",.0f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = f"\n\nΔ: paired difference to `{ref}` per image (and seed); `*`: the 95 % interval excludes 0." if ref else ""
+    return "\n".join(lines) + note + f"\n\n_From `{report_csv}`._\n"
+
+
+def fill(doc: Path, reports: Path) -> list[str]:
+    """Rewrite every ``<!-- report:NAME -->`` block of ``doc`` from ``reports/NAME/report.csv``; return the names
+    filled."""
+    text = doc.read_text()
+    filled: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        csv_path = reports / m["name"] / "report.csv"
+        if not csv_path.is_file():
+            return m.group(1) + "Not run yet.\n" + m.group(4)
+        filled.append(m["name"])
+        return m.group(1) + compact_table(csv_path) + m.group(4)
+
+    new = BLOCK.sub(sub, text)
+    if new != text:
+        atomic_write(doc, new)
+    return filled
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("doc", type=Path)
+    ap.add_argument("reports", type=Path)
+    a = ap.parse_args(argv)
+    names = fill(a.doc, a.reports)
+    print(f"{a.doc}: filled {len(names)} table(s): {', '.join(names) or '-'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
