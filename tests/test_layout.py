@@ -6,13 +6,13 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 from torch import nn
 
 import lightning_sr.models
 from lightning_sr.errors import ConfigError
 from lightning_sr.models import ARCHS, build_generator
 from lightning_sr.models.layout import PARTS, SRLayout, check_layout, layout_of
+from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 # registered architectures that are not SR networks with a layout (each with why); every other one must have it
@@ -90,12 +90,11 @@ def test_default_protect_must_name_modules_of_the_network(monkeypatch):
     check_layout(gen, need=("body",))  # the protection is only checked when asked for
 
 
-def test_every_model_config_names_a_registered_arch():
-    configs = sorted((ROOT / "conf" / "model").glob("*.yaml"))
-    assert configs
-    for path in configs:
-        arch = (yaml.safe_load(path.read_text()) or {}).get("arch")
-        assert arch in ARCHS, f"conf/model/{path.name}: arch={arch!r} is not registered (known: {sorted(ARCHS)})"
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
+def test_every_model_config_names_a_registered_arch(name, tmp_path):
+    """``model=<name>`` as Hydra composes it (defaults included: srgan.yaml inherits srresnet's arch)."""
+    arch = compose([f"model={name}"], tmp_path).model.get("arch")
+    assert arch in ARCHS, f"conf/model/{name}.yaml: arch={arch!r} is not registered (known: {sorted(ARCHS)})"
 
 
 def test_every_architecture_module_is_imported_by_the_package():
