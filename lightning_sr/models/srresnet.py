@@ -3,7 +3,7 @@
 head (9x9 conv + act) -> ``body`` (an ``nn.ModuleList`` of residual blocks, indexable so that
 block pruning and early exits address blocks by position) -> ``body_tail`` (conv + norm) with
 the long skip from the head -> ``upsampler`` -> ``tail`` (9x9 conv to RGB), plus an optional
-global skip that adds the bicubic/bilinear upscaled input.
+global skip that adds the bicubic/bilinear upscaled input (the SR layout, :mod:`lightning_sr.models.layout`).
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ SRRESNET_KEYS = ("res_blocks", "channels", "scale", "norm", "act", "skip", "res_
 
 @register("srresnet", keys=SRRESNET_KEYS)
 class SRResNet(nn.Module):
+    """The SR layout (:mod:`lightning_sr.models.layout`): head, body, body_tail, upsampler, tail."""
+
+    default_protect = ("head", "tail")  # channel pruning keeps the image-facing layers unless told otherwise
+
     def __init__(self, res_blocks: int = 16, channels: int = 64, scale: int = 4, norm: str = "batch",
                  act: str = "prelu", skip: str = "none", in_channels: int = 3, res_scale: float = 1.0,
                  conv: str = "normal", conv_scope: str = "residual", recycle: dict | None = None):

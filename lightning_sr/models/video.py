@@ -19,8 +19,8 @@
 ``model.conv=recycle`` (Weight Recycle, :mod:`lightning_sr.models.recycle`) recycles the residual blocks'
 convolutions (SRNet's other convolutions between head and tail are transposed ones, which stay ordinary).
 
-Block pruning acts on ``srnet.body`` (``blocks_owner``); channel pruning leaves FNet and the SRNet
-head and tail alone by default (``default_protect``).
+The SR layout (:mod:`lightning_sr.models.layout`) lives in ``srnet`` (``blocks_owner``): block pruning acts on
+``srnet.body``; channel pruning leaves FNet and the SRNet head and tail alone by default (``default_protect``).
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ class FNet(nn.Module):
 
 
 class SRNet(nn.Module):
+    """The SR layout (:mod:`lightning_sr.models.layout`) of the video generator: head, body, upsampler, tail."""
+
+    body_tail = None  # no long skip: the blocks feed the upsampler
+
     def __init__(self, res_blocks: int = 10, channels: int = 64, scale: int = 4, in_channels: int = 3,
                  conv: str = "normal", skip_align: str = "corner", recycle: dict | None = None):
         super().__init__()

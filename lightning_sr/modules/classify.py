@@ -1,13 +1,13 @@
 """Image classification (``model.module=classify``): the Weight Recycle paper's CIFAR-10 table on the same trainer,
 loggers, checkpoints, sweeps and report as the SR models.
 
-The module derives from :class:`~lightning_sr.modules.base.SRBaseModule` for what is not SR-specific: the network
-(``generator``, built from its spec, ``model.init_from``, checkpoints that rebuild it), Adam and the LR schedules,
-step accounting, the loss hook (``compose_loss``) and the evaluation records. What differs is the evaluation of one
+The module is a :class:`~lightning_sr.modules.base.TaskModule` (the network, built from its spec, ``model.init_from``,
+checkpoints that rebuild it; Adam and the LR schedules, step accounting, the loss hook ``compose_loss``) with the
+task-agnostic :class:`~lightning_sr.modules.evaluation.EvaluationLoop`. What it defines is the evaluation of one
 item: :meth:`ClassifyModule.item_records` gives one record per image with ``accuracy`` (100 if the arg-max class is
-the label, else 0), so the shared path averages them into the top-1 accuracy in percent per set
+the label, else 0), so the loop averages them into the top-1 accuracy in percent per set
 (``val/<set>/accuracy``, headline ``val/accuracy``, metrics.json ``accuracy``), gathered over DDP ranks like the
-SR metrics. There is no bicubic baseline. The cost (params, MACs, latency) is measured on the data's image size
+SR metrics. There is no baseline (no SR evaluation path, no bicubic). The cost (params, MACs, latency) is measured on the data's image size
 (3x32x32 for CIFAR-10), whatever ``cost.input_size`` says.
 
 Loss: cross-entropy (``model.label_smoothing``, 0 by default, as in the paper).
@@ -22,12 +22,13 @@ import torch.nn.functional as F
 
 from lightning_sr.errors import ConfigError, require
 from lightning_sr.models import named_outputs
-from lightning_sr.modules.base import SRBaseModule
+from lightning_sr.modules.base import TaskModule
+from lightning_sr.modules.evaluation import EvaluationLoop
 
 LOSSES = ("cross_entropy",)
 
 
-class ClassifyModule(SRBaseModule):
+class ClassifyModule(EvaluationLoop, TaskModule):
     def __init__(self, generator_spec: dict[str, Any], scale: int = 1, loss: str = "cross_entropy",
                  label_smoothing: float = 0.0, **kwargs: Any):
         self.check_config({"loss": loss, "label_smoothing": label_smoothing})
@@ -67,9 +68,6 @@ class ClassifyModule(SRBaseModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.make_scheduler(opt), "interval": "step"}}
 
     # ----- evaluation (one item: a batch of images) ------------------------------------------------------------
-    def _ensure_bicubic(self) -> None:  # no interpolation baseline for classification
-        return
-
     def dataset_item(self, ds, i: int) -> dict[str, Any]:
         item = ds[i]
         return {"image": item["image"].unsqueeze(0), "label": torch.as_tensor([item["label"]]), "index": i}

@@ -1,11 +1,24 @@
-"""PSNR-oriented training (SRResNet / MSRResNet style): pixel loss, Adam, step-wise LR schedule."""
+"""Image SR modules: :class:`SRBaseModule` (any SR generator with the SR evaluation path: ``model.module=eval``,
+``evaluate.py``, and the base of every SR module) and :class:`SRModule` (PSNR-oriented training, SRResNet /
+MSRResNet style: pixel loss, Adam, step-wise LR schedule)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lightning_sr.losses import pixel_loss
-from lightning_sr.modules.base import SRBaseModule
+from lightning_sr.metrics import build_lpips
+from lightning_sr.modules.base import TaskModule
+from lightning_sr.modules.evaluation import SREvaluation
+
+
+class SRBaseModule(SREvaluation, TaskModule):
+    """A generator evaluated as SR (see :mod:`lightning_sr.modules.evaluation`); trains nothing by itself."""
+
+    def __init__(self, generator_spec: dict[str, Any], scale: int, **kwargs: Any):
+        super().__init__(generator_spec, scale, **kwargs)
+        # LPIPS is a metric, not part of the model: kept out of the state dict and parameter count.
+        self._lpips = [build_lpips(self.metrics_cfg.get("lpips"))]
 
 
 class SRModule(SRBaseModule):

@@ -36,12 +36,14 @@ import torch.nn.functional as F
 from lightning_sr.data.io import write_rgb
 from lightning_sr.data.video import FRAME_INDEX
 from lightning_sr.errors import require
-from lightning_sr.inference import WARMUP_FRAMES, is_recurrent, stream_frames
-from lightning_sr.losses import CosineFeatureLoss, GANLoss, charbonnier_loss, pixel_loss
+from lightning_sr.inference import WARMUP_FRAMES, is_recurrent, stream_frames, to_uint8
+from lightning_sr.losses import CosineFeatureLoss, charbonnier_loss, pixel_loss
 from lightning_sr.metrics import METRIC_MODES, ClipScorer
 from lightning_sr.models import SpatioTemporalDiscriminator, backward_warp
 from lightning_sr.models.video import upscale_flow
-from lightning_sr.modules.base import SRBaseModule, _to_uint8, aggregate
+from lightning_sr.modules.evaluation import aggregate
+from lightning_sr.modules.gan import GANMixin
+from lightning_sr.modules.sr import SRBaseModule
 from lightning_sr.ops.imresize import bicubic_upscale
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,9 @@ def pingpong_loss(sr: torch.Tensor, t: int) -> torch.Tensor:
     return charbonnier_loss(sr[:, : t - 1], sr[:, t:].flip(1))
 
 
-class VideoSRModule(SRBaseModule):
+class VideoSRModule(GANMixin, SRBaseModule):
     records_file = "per_frame.csv"
+    frozen_losses = ("feature_loss",)  # VGG19
 
     def __init__(self, generator_spec: dict[str, Any], scale: int, loss: str = "charbonnier", pixel_weight: float = 1.0,
                  warp_weight: float = 1.0, pingpong_weight: float = 0.0, feature: dict | None = None,
@@ -82,23 +85,19 @@ class VideoSRModule(SRBaseModule):
         super().__init__(generator_spec, scale, loss=loss, pixel_weight=pixel_weight, warp_weight=warp_weight,
                          pingpong_weight=pingpong_weight, feature=feature, gan=gan, discriminator=discriminator,
                          optim_d=optim_d, patch_size=patch_size, **kwargs)
-        self.automatic_optimization = False
         self.save_outputs = bool(save_outputs)
         self.pixel_loss, self.pixel_weight = pixel_loss(loss), float(pixel_weight)
         self.warp_weight, self.pingpong_weight = float(warp_weight), float(pingpong_weight)
-        f, g, d = dict(feature or {}), dict(gan or {}), dict(discriminator or {})
+        f, d = dict(feature or {}), dict(discriminator or {})
         self.feature_weight = float(f.get("weight", 0.0))
         self.feature_loss = (CosineFeatureLoss(tuple(f.get("layers", ("relu2_2", "relu3_4", "relu4_4", "relu5_4"))),
                                                f.get("pretrained", True), f.get("weights_path"))
                              if self.feature_weight > 0 else None)
-        self.gan_weight = float(g.get("weight", 0.0))
-        self.gan_loss = GANLoss(g.get("type", "vanilla"))
+        self.init_gan(gan, optim_d, weight=0.0)
         self.update_threshold = d.get("update_threshold", 0.4)
         self.crop_border_ratio = float(d.get("crop_border_ratio", 0.75))
         self.discriminator = (SpatioTemporalDiscriminator(patch_size, d.get("channels", 64))
                               if self.gan_weight > 0 else None)
-        self.optimizer_steps_per_batch = 2 if self.discriminator is not None else 1
-        self.optim_d_cfg = dict(optim_d or {})
         self._gt_lpips: dict = {}  # LPIPS(gt_{i-1}, gt_i) per (clip folder, frame): model-independent, computed once
 
     @staticmethod
@@ -155,16 +154,11 @@ class VideoSRModule(SRBaseModule):
             flows = self._triplet_flows(lr)
             terms["gan"] = self.gan_weight * self.gan_loss.generator_loss(
                 self.discriminator(self._d_input(sr, lr, flows)), None)
-        loss = self.compose_loss(terms, lr=lr, hr=hr, outputs={"": sr})
-        opt_g.zero_grad()
-        self.manual_backward(loss)
-        opt_g.step()
+        self.manual_step(opt_g, self.compose_loss(terms, lr=lr, hr=hr, outputs={"": sr}))
         if self.discriminator is not None:
             self.untoggle_optimizer(opt_g)
             self._discriminator_step(opt_d, sr.detach(), hr, lr, flows)
-        scheds = self.lr_schedulers() or []
-        for s in scheds if isinstance(scheds, list) else [scheds]:
-            s.step()
+        self.step_schedulers()
 
     def _discriminator_step(self, opt_d, fake, real, lr, flows) -> None:
         self.toggle_optimizer(opt_d)
@@ -177,32 +171,10 @@ class VideoSRModule(SRBaseModule):
                 dist.all_reduce(distance)
                 distance /= dist.get_world_size()
         update = self.update_threshold is None or float(distance) < float(self.update_threshold)
-        opt_d.zero_grad()
-        self.manual_backward(loss_d)
-        if not update:  # D is too strong: this step changes nothing (Adam skips parameters without gradients)
-            opt_d.zero_grad(set_to_none=True)
-        opt_d.step()
+        self.manual_step(opt_d, loss_d, update)  # update=False: D is too strong, this step changes nothing
         self.untoggle_optimizer(opt_d)
         self.log_dict({"train/loss_d": loss_d.detach(), "train/d_distance": distance,
                        "train/d_updated": float(update)})
-
-    def configure_optimizers(self):
-        opt_g = self.make_optimizer(self.generator_parameters())
-        if self.discriminator is None:
-            return [opt_g], [self.make_scheduler(opt_g)]
-        opt_d = self.make_optimizer(self.discriminator.parameters(), self.optim_d_cfg)
-        return [opt_g, opt_d], [self.make_scheduler(opt_g), self.make_scheduler(opt_d)]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        sd = checkpoint["state_dict"]  # the fixed VGG19 reloads from its file: keep checkpoints small
-        for k in [k for k in sd if k.startswith("feature_loss.")]:
-            del sd[k]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.feature_loss is not None:
-            for k, v in self.feature_loss.state_dict().items():
-                checkpoint["state_dict"].setdefault(f"feature_loss.{k}", v)
 
     # ----- evaluation ---------------------------------------------------------------------------------------------
     def dataset_item(self, ds, i: int) -> dict[str, Any]:
@@ -240,7 +212,7 @@ class VideoSRModule(SRBaseModule):
             if panels and i == n // 2:
                 up = F.interpolate(lr_frames[i].float().div(255)[None].to(device), scale_factor=self.scale,
                                    mode="nearest")
-                shown[""] = _to_uint8(torch.cat([up[0], sr[0].float(), gt], dim=-1))
+                shown[""] = to_uint8(torch.cat([up[0], sr[0].float(), gt], dim=-1))
             if out_dir is not None:
                 self._write_output(out_dir, item, i, lr_frames[i], sr[0], gt)
         return records, shown
@@ -253,10 +225,10 @@ class VideoSRModule(SRBaseModule):
     def _write_output(self, out_dir: Path, item: dict[str, Any], i: int, lr, sr, gt) -> None:
         """The SR frame as PNG, and for the first clip an LR | SR | GT strip (PNG frames, then an MP4)."""
         name = item["frame_names"][i]
-        write_rgb(out_dir / f"{name}.png", _to_uint8(sr))
+        write_rgb(out_dir / f"{name}.png", to_uint8(sr))
         if int(item["index"]) == 0:
             up = F.interpolate(lr.float().div(255)[None], scale_factor=self.scale, mode="nearest")[0].to(sr.device)
-            strip = _to_uint8(torch.cat([up, sr.float(), gt], dim=-1))
+            strip = to_uint8(torch.cat([up, sr.float(), gt], dim=-1))
             write_rgb(out_dir.parent.parent / "strip" / item["name"] / f"{name}.png", strip)
 
     def on_test_end(self) -> None:
