@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from lightning_sr.callbacks import TrainClock
 from lightning_sr.config import (
     build_datamodule,
     build_module,
@@ -233,15 +233,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     module.run_config = experiment_config(cfg)
     loggers = build_loggers(cfg, run_dir, resuming=resume is not None)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False,
-                                                 default_root_dir=str(run_dir))
+    clock = TrainClock()  # training time over every segment of a resumed run (its state is in each checkpoint)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), clock],
+                                                 logger=loggers or False, default_root_dir=str(run_dir))
     for lg in loggers:
         lg.log_hyperparams(to_plain(cfg))
-    t0 = time.perf_counter()
     trainer.ckpt_path = resume  # known to callbacks from setup() on (a compressed run rebuilds its structure)
     trainer.fit(module, datamodule=dm)
     trainer.ckpt_path = None
-    train_time = time.perf_counter() - t0
+    train_time, segment_time = clock.total(), clock.segment()
     trainer.test(module, datamodule=dm, verbose=False)  # final weights on every set, validation and test
     if not trainer.is_global_zero:  # ranks > 0 took part in training and evaluation; rank 0 reports
         end_process_group()
@@ -249,7 +249,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_cb = trainer.checkpoint_callback
     roles = {d.name: d.role for d in getattr(dm, "eval_sets", [])}
     metrics = summarize(module, cfg, {
-        "train_time_s": round(train_time, 2), "global_step": trainer.global_step,
+        "train_time_s": round(train_time, 2), "train_time_segment_s": round(segment_time, 2),
+        "global_step": trainer.global_step,
         "batches": module.batches_done(), "resumed_from": resume,
         "images_seen": module.batches_done() * int(cfg.data.get("batch_size", 1)) * int(trainer.world_size),
         "config_fingerprint": config_fingerprint(cfg),

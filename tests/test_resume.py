@@ -150,6 +150,7 @@ def test_sigkill_then_same_command_resumes_and_matches(tmp_path):
 def test_sigterm_saves_checkpoint_then_resumes(tmp_path):
     args = RESUME + ["callbacks.last_checkpoint.every_n_steps=1000", "trainer.val_check_interval=4",
                      f"hydra.run.dir={tmp_path}"]
+    t_start = time.perf_counter()
     p = _popen(args)
     _wait_for(tmp_path / "samples" / "embedded" / "step0000004.png", p)  # training is under way
     p.send_signal(signal.SIGTERM)
@@ -158,9 +159,16 @@ def test_sigterm_saves_checkpoint_then_resumes(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), out[-3000:]  # only SIGTERM could have written it (periodic saving every 1000 steps)
     assert 4 <= _step(ckpt) < 40
+    before = next(v["train_time_s"] for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items()
+                  if k.startswith("TrainClock"))
+    assert before > 0
+    first = time.perf_counter() - t_start  # the killed segment's whole life (its training is shorter)
     run_cli("train.py", args, timeout=600)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["global_step"] == 40
+    # the training time counts both segments: the first one's (saved in last.ckpt by the SIGTERM) + this one's
+    assert m["train_time_segment_s"] < m["train_time_s"] < m["train_time_segment_s"] + first
+    assert m["train_time_s"] - m["train_time_segment_s"] == pytest.approx(before, abs=0.01)
     # the resumed run ends where the uninterrupted one does: same weights, same PSNR
     ref_dir = tmp_path.parent / f"{tmp_path.name}_uninterrupted"
     run_cli("train.py", [*args[:-1], f"hydra.run.dir={ref_dir}"], timeout=600)
