@@ -54,6 +54,16 @@ class KillAt(L.Callback):
             self._kill()
 
 
+class KeepModule(L.Callback):
+    """Keeps the trained LightningModule at the end of fit (``KeepModule.last``): the in-run model, for comparing
+    with what the checkpoint rebuilds."""
+
+    last: L.LightningModule | None = None
+
+    def on_fit_end(self, trainer, pl_module):
+        KeepModule.last = pl_module
+
+
 class ConstantLossTerm(L.Callback):
     """Adds a loss term ``const`` = value * mean(main output) through the modules' loss hook, and counts calls."""
 

@@ -74,6 +74,49 @@ def test_model_conv_recycle_cuts_stored_params_keeps_macs_and_survives_a_checkpo
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("name", list(ARCH_CASES))
+def test_recycled_model_trains_and_last_ckpt_rebuilds_the_trained_network(name, tmp_path):
+    """A real Trainer run (what train.py runs) of each SR architecture with model.conv=recycle: metrics.json
+    records the recycled generator, and last.ckpt alone (weights_only) rebuilds the recycled network whose output
+    is the in-run model's, bit for bit."""
+    from lightning_sr.checkpoint import read_checkpoint
+    from lightning_sr.run import train
+    from tests.helpers import KeepModule
+
+    over = [o for o in SMOKE if not o.startswith(("model.res_blocks", "model.channels"))] + ARCH_CASES[name] + [
+        "model.channels=8", "model.res_blocks=2", "model.conv=recycle", "cost.latency=false",
+        "callbacks.model_summary=null", "+callbacks.keep._target_=tests.helpers.KeepModule"]
+    KeepModule.last = None
+    m = train(compose(over, tmp_path))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "finished" and saved["global_step"] == m["global_step"] > 0
+    assert saved["generator"]["conv"] == "recycle" and saved["params"] == m["params"]
+    in_run = KeepModule.last.generator.cpu().eval()
+    loaded, spec = load_generator(tmp_path / "checkpoints" / "last.ckpt")  # weights_only=True inside
+    assert spec["conv"] == "recycle" and recycled_layers(loaded) == recycled_layers(in_run) != []
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == saved["global_step"]
+    assert count_params(loaded) == saved["params"]
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 3, 12, 12) if name == "frvsr" else torch.rand(1, 3, 12, 12)  # frvsr: a 3-frame clip
+    with torch.no_grad():
+        if name == "frvsr":
+            from lightning_sr.inference import stream_frames
+
+            a = torch.cat(list(stream_frames(in_run, (f[None] for f in x[0]), 4)))
+            b = torch.cat(list(stream_frames(loaded.eval(), (f[None] for f in x[0]), 4)))
+        else:
+            from lightning_sr.models import named_outputs
+
+            a, b = named_outputs(in_run, x), named_outputs(loaded.eval(), x)
+            assert a.keys() == b.keys()
+            a, b = torch.cat([a[k] for k in sorted(a)]), torch.cat([b[k] for k in sorted(b)])
+    assert torch.equal(a, b)
+    # and it is the trained network, not the initial one
+    init = build_generator(spec)
+    assert any(not torch.equal(p, q) for p, q in zip(init.state_dict().values(), loaded.state_dict().values(),
+                                                       strict=True))
+
+
 def test_scope_all_recycles_every_conv_but_head_and_tail():
     gen = build_generator(generator_spec(compose(["model.channels=8", "model.res_blocks=1", "model.conv=recycle",
                                                   "model.conv_scope=all"])))
