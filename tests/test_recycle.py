@@ -221,6 +221,47 @@ def test_cifar_folder_missing_batch_files_names_them(tmp_path):
         load_cifar10(tmp_path / "nothing_here")
 
 
+def _independent_accuracy(gen: nn.Module, train_set, test_set) -> tuple[float, list[bool]]:
+    """Top-1 accuracy (%) of ``gen`` on the test arrays, computed here from the raw arrays (normalised by the
+    training images' per-channel mean and std, as the data module documents), and the per-image hits."""
+    train_x = torch.from_numpy(train_set[0]).permute(0, 3, 1, 2).float().div(255)
+    mean, std = train_x.mean(dim=(0, 2, 3)).view(-1, 1, 1), train_x.std(dim=(0, 2, 3)).clamp_min(1e-3).view(-1, 1, 1)
+    test_x = (torch.from_numpy(test_set[0]).permute(0, 3, 1, 2).float().div(255) - mean) / std
+    with torch.no_grad():
+        pred = gen.eval()(test_x).argmax(1)
+    right = (pred == torch.from_numpy(test_set[1])).tolist()
+    return 100.0 * sum(right) / len(right), right
+
+
+@pytest.mark.parametrize("model,conv", [("lenet5", "normal"), ("lenet5", "recycle"), ("resnet18", "normal"),
+                                        ("resnet18", "recycle")])
+def test_classifier_end_to_end_train_then_evaluate_equals_an_independent_evaluation(model, conv, tmp_path):
+    """train.py task=classify (normal and recycled LeNet5 and ResNet18) on CIFAR-10 batches, then evaluate.py on its
+    last.ckpt: the accuracy of both equals last.ckpt's computed here from the raw arrays."""
+    from tests.conftest import run_cli
+
+    train_set, test_set = _fake_cifar(40, 20, seed=3)
+    _write_batches(tmp_path / "cifar", train_set, test_set)
+    data = [f"data.root={tmp_path / 'cifar'}", "data.num_workers=0", "data.pin_memory=false"]
+    run_cli("train.py", ["task=classify", f"model={model}", f"model.conv={conv}", *data, "data.batch_size=8",
+                         "data.eval_batch_size=20", "data.iters_per_epoch=5", "trainer=cpu", "trainer.max_steps=4",
+                         "trainer.val_check_interval=2", "callbacks.progress_bar.refresh_rate=0", "logger=csv",
+                         "cost.latency=false", "callbacks.model_summary=null", f"hydra.run.dir={tmp_path / 'train'}"])
+    trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    run_cli("evaluate.py", ["+task=classify", f"ckpt_path={ckpt}", *data, "progress_bar=false",
+                            f"hydra.run.dir={tmp_path / 'eval'}"])
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    gen, spec = load_generator(ckpt)
+    assert spec["arch"] == model and (spec.get("conv", "normal") == conv) and bool(recycled_layers(gen)) == (
+        conv == "recycle")
+    expected, _ = _independent_accuracy(gen, train_set, test_set)
+    assert trained["global_step"] == 4 and trained["generator"] == evaluated["generator"]
+    assert trained["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert evaluated["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert evaluated["sets"]["cifar10_test"]["images"] == 20 and evaluated["params"] == count_params(gen)
+
+
 def test_recycled_lenet5_trains_on_cifar_batches_and_its_checkpoint_reloads(tmp_path):
     from lightning_sr.run import train
 
