@@ -165,7 +165,7 @@ def assert_same_run(ref_dir: Path, run_dir: Path) -> None:
     int8 = sorted(p.name for p in (ref_dir / "checkpoints").glob("*.pt2"))
     assert int8 == sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt2"))
     for name in int8:
-        from lightning_sr.compression.quant import load_int8
+        from lightning_sr.checkpoint import load_int8
 
         ga, gb = (load_int8(d / "checkpoints" / name, what="int8")[0] for d in (ref_dir, run_dir))
         ta, tb = ga.state_dict(), gb.state_dict()
