@@ -78,6 +78,21 @@ class SRWandbLogger(WandbLogger):
         if self._experiment is not None:
             self._experiment.finish(exit_code=exit_code)
             self._experiment = None
+            flush_wandb()
+
+
+def flush_wandb() -> None:
+    """Wait until every finished W&B run of this process is on disk. ``run.finish()`` returns once the service has
+    the exit record, but the service closes (and only then flushes) the run's transaction log later, on its own: a
+    job of a multirun (one process) would return with ``run-<id>.wandb`` still empty. Tearing the service down
+    waits for it; the next job's run starts a new one. Skipped while a run is still open."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or getattr(wandb, "run", None) is not None:
+        return
+    try:
+        wandb.teardown()
+    except Exception as e:  # the run is finished; only the wait failed
+        log.warning("W&B: could not wait for the run files to be written: %s", e)
 
 
 # ----- run identity (name, group, tags) -------------------------------------------------------------------------
@@ -252,3 +267,5 @@ def close_open_runs(error: str | None = None) -> None:
         run.finish(exit_code=1)
     except Exception as e:
         log.warning("could not close the W&B run: %s", e)
+        return
+    flush_wandb()

@@ -3,6 +3,10 @@ the production code paths are the ones users run; these only inject a failure or
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import lightning as L
 import torch
 
@@ -19,6 +23,45 @@ class CrashAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step >= self.step and (self.rank is None or trainer.global_rank == self.rank):
             raise RuntimeError(f"simulated crash at step {trainer.global_step} on rank {trainer.global_rank}")
+
+
+class KillAt(L.Callback):
+    """SIGKILL this process (a real kill: no handler, no checkpoint, no metrics.json) once, at ``hook``: ``batch``
+    (when the training batch after global step ``step`` starts), ``setup`` (before the compression callbacks, placed
+    after this one, change anything) or ``teardown`` (after fit ended, before train.py writes metrics.json). The
+    kill happens only while ``marker`` does not exist (it is created just before), so the very same command run
+    again continues instead of dying again."""
+
+    def __init__(self, marker: str, step: int = 0, hook: str = "batch"):
+        assert hook in ("batch", "setup", "teardown"), hook
+        self.marker, self.step, self.hook = Path(marker), int(step), hook
+
+    def _kill(self) -> None:
+        if not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def setup(self, trainer, pl_module, stage):
+        if self.hook == "setup":
+            self._kill()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.hook == "batch" and trainer.global_step >= self.step:
+            self._kill()
+
+    def teardown(self, trainer, pl_module, stage):
+        if self.hook == "teardown":
+            self._kill()
+
+
+class KeepModule(L.Callback):
+    """Keeps the trained LightningModule at the end of fit (``KeepModule.last``): the in-run model, for comparing
+    with what the checkpoint rebuilds."""
+
+    last: L.LightningModule | None = None
+
+    def on_fit_end(self, trainer, pl_module):
+        KeepModule.last = pl_module
 
 
 class ConstantLossTerm(L.Callback):

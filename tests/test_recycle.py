@@ -74,6 +74,49 @@ def test_model_conv_recycle_cuts_stored_params_keeps_macs_and_survives_a_checkpo
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("name", list(ARCH_CASES))
+def test_recycled_model_trains_and_last_ckpt_rebuilds_the_trained_network(name, tmp_path):
+    """A real Trainer run (what train.py runs) of each SR architecture with model.conv=recycle: metrics.json
+    records the recycled generator, and last.ckpt alone (weights_only) rebuilds the recycled network whose output
+    is the in-run model's, bit for bit."""
+    from lightning_sr.checkpoint import read_checkpoint
+    from lightning_sr.run import train
+    from tests.helpers import KeepModule
+
+    over = [o for o in SMOKE if not o.startswith(("model.res_blocks", "model.channels"))] + ARCH_CASES[name] + [
+        "model.channels=8", "model.res_blocks=2", "model.conv=recycle", "cost.latency=false",
+        "callbacks.model_summary=null", "+callbacks.keep._target_=tests.helpers.KeepModule"]
+    KeepModule.last = None
+    m = train(compose(over, tmp_path))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "finished" and saved["global_step"] == m["global_step"] > 0
+    assert saved["generator"]["conv"] == "recycle" and saved["params"] == m["params"]
+    in_run = KeepModule.last.generator.cpu().eval()
+    loaded, spec = load_generator(tmp_path / "checkpoints" / "last.ckpt")  # weights_only=True inside
+    assert spec.get("conv") == "recycle" and recycled_layers(loaded) == recycled_layers(in_run) != []
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == saved["global_step"]
+    assert count_params(loaded) == saved["params"]
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 3, 12, 12) if name == "frvsr" else torch.rand(1, 3, 12, 12)  # frvsr: a 3-frame clip
+    with torch.no_grad():
+        if name == "frvsr":
+            from lightning_sr.inference import stream_frames
+
+            a = torch.cat(list(stream_frames(in_run, (f[None] for f in x[0]), 4)))
+            b = torch.cat(list(stream_frames(loaded.eval(), (f[None] for f in x[0]), 4)))
+        else:
+            from lightning_sr.models import named_outputs
+
+            a, b = named_outputs(in_run, x), named_outputs(loaded.eval(), x)
+            assert a.keys() == b.keys()
+            a, b = torch.cat([a[k] for k in sorted(a)]), torch.cat([b[k] for k in sorted(b)])
+    assert torch.equal(a, b)
+    # and it is the trained network, not the initial one
+    init = build_generator(spec)
+    assert any(not torch.equal(p, q) for p, q in zip(init.state_dict().values(), loaded.state_dict().values(),
+                                                       strict=True))
+
+
 def test_scope_all_recycles_every_conv_but_head_and_tail():
     gen = build_generator(generator_spec(compose(["model.channels=8", "model.res_blocks=1", "model.conv=recycle",
                                                   "model.conv_scope=all"])))
@@ -176,6 +219,47 @@ def test_cifar_folder_missing_batch_files_names_them(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(DataError, match=r"expected .*cifar-10-batches-py"):
         load_cifar10(tmp_path / "nothing_here")
+
+
+def _independent_accuracy(gen: nn.Module, train_set, test_set) -> tuple[float, list[bool]]:
+    """Top-1 accuracy (%) of ``gen`` on the test arrays, computed here from the raw arrays (normalised by the
+    training images' per-channel mean and std, as the data module documents), and the per-image hits."""
+    train_x = torch.from_numpy(train_set[0]).permute(0, 3, 1, 2).float().div(255)
+    mean, std = train_x.mean(dim=(0, 2, 3)).view(-1, 1, 1), train_x.std(dim=(0, 2, 3)).clamp_min(1e-3).view(-1, 1, 1)
+    test_x = (torch.from_numpy(test_set[0]).permute(0, 3, 1, 2).float().div(255) - mean) / std
+    with torch.no_grad():
+        pred = gen.eval()(test_x).argmax(1)
+    right = (pred == torch.from_numpy(test_set[1])).tolist()
+    return 100.0 * sum(right) / len(right), right
+
+
+@pytest.mark.parametrize("model,conv", [("lenet5", "normal"), ("lenet5", "recycle"), ("resnet18", "normal"),
+                                        ("resnet18", "recycle")])
+def test_classifier_end_to_end_train_then_evaluate_equals_an_independent_evaluation(model, conv, tmp_path):
+    """train.py task=classify (normal and recycled LeNet5 and ResNet18) on CIFAR-10 batches, then evaluate.py on its
+    last.ckpt: the accuracy of both equals last.ckpt's computed here from the raw arrays."""
+    from tests.conftest import run_cli
+
+    train_set, test_set = _fake_cifar(40, 20, seed=3)
+    _write_batches(tmp_path / "cifar", train_set, test_set)
+    data = [f"data.root={tmp_path / 'cifar'}", "data.num_workers=0", "data.pin_memory=false"]
+    run_cli("train.py", ["task=classify", f"model={model}", f"model.conv={conv}", *data, "data.batch_size=8",
+                         "data.eval_batch_size=20", "data.iters_per_epoch=5", "trainer=cpu", "trainer.max_steps=4",
+                         "trainer.val_check_interval=2", "callbacks.progress_bar.refresh_rate=0", "logger=csv",
+                         "cost.latency=false", "callbacks.model_summary=null", f"hydra.run.dir={tmp_path / 'train'}"])
+    trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    run_cli("evaluate.py", ["+task=classify", f"ckpt_path={ckpt}", *data, "progress_bar=false",
+                            f"hydra.run.dir={tmp_path / 'eval'}"])
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    gen, spec = load_generator(ckpt)
+    assert spec["arch"] == model and (spec.get("conv", "normal") == conv) and bool(recycled_layers(gen)) == (
+        conv == "recycle")
+    expected, _ = _independent_accuracy(gen, train_set, test_set)
+    assert trained["global_step"] == 4 and trained["generator"] == evaluated["generator"]
+    assert trained["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert evaluated["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert evaluated["sets"]["cifar10_test"]["images"] == 20 and evaluated["params"] == count_params(gen)
 
 
 def test_recycled_lenet5_trains_on_cifar_batches_and_its_checkpoint_reloads(tmp_path):

@@ -51,6 +51,18 @@ class LastCheckpoint(Checkpoint):
         if trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
             self._save(trainer, "periodic")
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        """A validation right after a periodic save (the same step) changes what a resumed run must know: the best
+        score so far (ModelCheckpoint's state, updated just before this callback runs). The run resumed from the
+        save before it would not validate that step again, so it would keep a worse later checkpoint as the best
+        one. Write last.ckpt again, with the validation in it."""
+        step = trainer.global_step
+        if trainer.sanity_checking or trainer.state.fn != "fit" or step == 0:
+            return
+        if step % self.every_n_steps == 0 and self._saved_step is not None and self._saved_step[0] == step:
+            self._saved_step = None
+            self._save(trainer, "after validation")
+
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer, "end of training")
 
