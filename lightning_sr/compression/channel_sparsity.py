@@ -58,6 +58,7 @@ from lightning_sr.compression.common import (
     generator_of,
     log_values,
     rebuild_optimizers,
+    require_sr_module,
     restore_structure,
     resumed_state,
 )
@@ -306,6 +307,7 @@ class ChannelSparsity(L.Callback):
                 self.load_state_dict(state)
                 _append_log(pl_module, self.entry)
                 return
+        require_sr_module(pl_module, KEY)
         gen = generator_of(pl_module, KEY)
         gen.to(trainer.strategy.root_device)
         require(self.prune_at_step is None or not trainer.max_steps or trainer.max_steps < 0

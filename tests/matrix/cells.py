@@ -74,10 +74,36 @@ class Refused:
 
 RUN = Run()
 
+VIDEO_QUANT = "quantizes image generators; the video module (VideoSRModule) is not supported (use model=srresnet, " \
+              "srgan or multi_exit)"
+CLASSIFY = "compresses super-resolution generators; task=classify (model.arch='lenet5') is not supported; use " \
+           "model=srresnet, srgan or multi_exit (classifiers: model.conv=recycle, compression=distill)"
 # refused cells (single process and DDP alike); every cell not listed runs
-REFUSED: dict[tuple[str, str], Refused] = {}
+REFUSED: dict[tuple[str, str], Refused] = {
+    ("multi_exit", "block_prune"): Refused(
+        "compression.block_prune cannot prune a multi-exit model (MultiExitSRResNet): its exits are attached to "
+        "block indices; export an exit first (lightning_sr.export) or prune a model=srresnet checkpoint"),
+    **{(r, q): Refused(f"compression.{q} {VIDEO_QUANT}") for r in ("frvsr", "tecogan") for q in ("ptq", "qat")},
+    # experiment=gan_slimming's feature distillation names SRResNet's trunk end, which FRNet does not have (and its
+    # QAT would be refused next: the video module is not quantized)
+    **{(r, "gan_slimming"): Refused("compression.distill: the student has no layer 'body_tail.0'; valid names "
+                                    "include fnet") for r in ("frvsr", "tecogan")},
+    # LeNet5 (task=classify): no residual blocks, no SR output layers to protect, no PSNR to quantize against
+    ("classify", "block_prune"): Refused("compression.block_prune needs a generator whose residual blocks are a "
+                                         "ModuleList `body` (model.arch=srresnet); LeNet5 has none"),
+    **{("classify", c): Refused(f"compression.{k} {CLASSIFY}") for c, k in (
+        ("channel_prune", "channel_prune"), ("channel_sparsity", "channel_sparsity"),
+        ("channel_sparsity+distill", "channel_sparsity"), ("ptq", "ptq"), ("qat", "qat"))},
+    ("classify", "gan_slimming"): Refused("compression.distill: the student has no layer 'body_tail.0'; valid "
+                                          "names include"),
+}
 # cells that run in one process but are refused under trainer=ddp_cpu trainer.devices=2
-REFUSED_UNDER_DDP: dict[tuple[str, str], Refused] = {}
+GAN_SLIMMING_DDP = Refused(
+    "compression.channel_sparsity with compression.qat (GAN Slimming: channels removed mid-run, then the slim network "
+    "captured for QAT) is not supported under DDP (2 processes); run it on one process (trainer.devices=1, or "
+    "trainer=cpu / trainer=gpu)")
+REFUSED_UNDER_DDP: dict[tuple[str, str], Refused] = {
+    (r, "gan_slimming"): GAN_SLIMMING_DDP for r in ("srresnet", "srgan", "multi_exit")}
 
 # the cell of each row also run as a plain `python train.py` (no -m: hydra.run.dir), equal to its multirun job
 PLAIN = {"srresnet": "channel_sparsity+distill", "srgan": "gan_slimming", "multi_exit": "distill", "frvsr": "channel_prune",
