@@ -71,6 +71,7 @@ def _check_jobs(row: str, folders: dict[str, Path], tmp_path: Path, world_size: 
     return out
 
 
+@pytest.mark.timeout(1800)  # ten jobs and their evaluations (pyproject's 600 s is per ordinary test)
 @pytest.mark.parametrize("row", cells.ROWS)
 def test_row_single_process_multirun_through_the_report(row, checkpoints, tmp_path):
     """(a)+(c): every runnable cell of the row as a job of one multirun (each job one process), then the report;
@@ -97,6 +98,7 @@ def test_row_single_process_multirun_through_the_report(row, checkpoints, tmp_pa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("row", cells.ROWS)
 def test_row_under_ddp_equals_a_single_process_evaluation(row, checkpoints, tmp_path):
     """(b): every cell of the row that runs under DDP, as the jobs of one multirun of 2-process DDP jobs (each job
