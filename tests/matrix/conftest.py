@@ -15,16 +15,16 @@ from tests.matrix import cells
 GROUPS = ("compression", "experiment", "model", "data", "task")  # overrides that choose a config group
 
 
-def random_checkpoint(row: str, folder: Path, seed: int, extra: tuple[str, ...] = ()) -> Path:
+def random_checkpoint(row: str, folder: Path, seed: int, recycle: bool = False) -> Path:
     """A checkpoint of the row's generator (its tiny spec from the row's config) with random non-zero weights."""
     from lightning_sr.config import generator_spec
     from lightning_sr.models import build_generator
     from tests.compression_helpers import randomize, save_ckpt
     from tests.conftest import compose
 
-    spec = generator_spec(compose([*cells.COMMON, *cells.BASE[row], *extra]))
+    spec = generator_spec(compose([*cells.COMMON, *cells.BASE[row], *(["model.conv=recycle"] if recycle else [])]))
     folder.mkdir(parents=True, exist_ok=True)
-    return save_ckpt(randomize(build_generator(spec), seed).eval(), spec, folder / f"{row}_seed{seed}{'_'.join(('', *extra))}.ckpt")
+    return save_ckpt(randomize(build_generator(spec), seed).eval(), spec, folder / f"{row}_seed{seed}{'_recycle' if recycle else ''}.ckpt")
 
 
 def cell_config(overrides: list[str]) -> str:
@@ -61,7 +61,7 @@ def write_cell_group(folder: Path, row: str, ckpts: dict[str, Path], ddp: bool =
 def row_checkpoints(row: str, folder: Path) -> dict[str, Path]:
     """{init, init_recycle, teacher}: random-weight checkpoints of the row's architecture."""
     return {"init": random_checkpoint(row, folder, 0), "teacher": random_checkpoint(row, folder, 1),
-            "init_recycle": random_checkpoint(row, folder, 0, ("model.conv=recycle",))}
+            "init_recycle": random_checkpoint(row, folder, 0, recycle=True)}
 
 
 @pytest.fixture(scope="session")
