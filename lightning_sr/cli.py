@@ -45,8 +45,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of)
         if isinstance(e, KeyboardInterrupt):
             raise
-        print(f"error: {e}", file=sys.stderr)
-        log.error("error: %s", e)
+        _report_error(e)
         if _is_multirun():
             return None
         sys.exit(2)
@@ -54,6 +53,22 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         _record_failure(cfg, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", atomic_write_text, overrides_of,
                         run_dir_of)
         raise
+
+
+def _report_error(e: Exception) -> None:
+    """The one ``error:`` line. Under DDP every rank reaches the same refusal (a callback's ``setup`` runs on each):
+    rank 0 prints it, the other ranks write it to their own log file only (``ddp_rank<N>.log``)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    rank = getattr(rank_zero_only, "rank", 0)
+    if rank == 0:
+        print(f"error: {e}", file=sys.stderr)
+        log.error("error: %s", e)
+        return
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error (rank %d): %s", (rank, e), None)
+    for h in logging.getLogger().handlers + log.handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
 
 
 def _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of) -> None:

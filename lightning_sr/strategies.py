@@ -42,6 +42,8 @@ def _job_command(local_rank: int) -> tuple[list[str], str | None]:
     else:
         cmd = [sys.executable, "-m", __main__.__spec__.name]
     cmd += list(hc.overrides.task)
+    # where the job's configs come from (hydra.searchpath: `+experiment=mine` from the user's own folder)
+    cmd += [o for o in hc.overrides.hydra if o.split("=", 1)[0].lstrip("+~") == "hydra.searchpath"]
     cmd += [f"hydra.run.dir={hc.runtime.output_dir}", f"hydra.job.name=ddp_rank{local_rank}",
             "hydra.output_subdir=null"]
     return cmd, get_original_cwd()

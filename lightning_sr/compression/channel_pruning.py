@@ -42,6 +42,7 @@ from lightning_sr.compression.common import (
     calibration_batch,
     check,
     check_choice,
+    require_sr_module,
 )
 from lightning_sr.errors import require
 from lightning_sr.models import conv_layers, is_conv, is_multi_output, named_outputs
@@ -334,6 +335,7 @@ class ChannelPruning(StructuralCompression):
                 "protect": None if self.protect is None else list(self.protect), "upsampler": self.upsampler, "round_to": self.round_to}
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        require_sr_module(pl_module, KEY)
         gen = pl_module.generator
         self._plan = ChannelPlan(gen, self.ratio, self.importance, self.global_pruning, self.protect,
                                  self.upsampler, self.round_to)

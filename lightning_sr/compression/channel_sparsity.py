@@ -58,6 +58,7 @@ from lightning_sr.compression.common import (
     generator_of,
     log_values,
     rebuild_optimizers,
+    require_sr_module,
     restore_structure,
     resumed_state,
 )
@@ -225,6 +226,14 @@ def _remove_channels(gen: nn.Module, groups: list[Group], removal: dict[str, lis
     return {n: [before[n], after[n]] for n in before if n in after and before[n] != after[n]}
 
 
+def slimming_under_ddp_message(world_size: int) -> str:
+    """Channel sparsity followed by QAT (GAN Slimming): the removal happens mid-run and QAT then captures the slim
+    network, i.e. the model DDP wraps is replaced during the run; on one process only."""
+    return (f"{KEY} with compression.qat (GAN Slimming: channels removed mid-run, then the slim network captured "
+            f"for QAT) is not supported under DDP ({world_size} processes); run it on one process "
+            f"(trainer.devices=1, or trainer=cpu / trainer=gpu)")
+
+
 class ChannelSparsity(L.Callback):
     """Learnable channel gates + a sparsity method, then physical removal (see the module docstring)."""
 
@@ -298,6 +307,7 @@ class ChannelSparsity(L.Callback):
                 self.load_state_dict(state)
                 _append_log(pl_module, self.entry)
                 return
+        require_sr_module(pl_module, KEY)
         gen = generator_of(pl_module, KEY)
         gen.to(trainer.strategy.root_device)
         require(self.prune_at_step is None or not trainer.max_steps or trainer.max_steps < 0
@@ -305,6 +315,8 @@ class ChannelSparsity(L.Callback):
                 f"{KEY}.prune_at_step={self.prune_at_step} is after the last step (trainer.max_steps="
                 f"{trainer.max_steps}): nothing would be removed; use a step <= {trainer.max_steps} or null (the last)")
         mid_run = self.prune_at_step is not None and self.prune_at_step < (trainer.max_steps or 0)
+        quantizes_after = any(callable(getattr(cb, "check_after_structure", None)) for cb in trainer.callbacks)
+        require(not (trainer.world_size > 1 and quantizes_after), slimming_under_ddp_message(trainer.world_size))
         require(not (mid_run and trainer.world_size > 1),
                 f"{KEY}.prune_at_step={self.prune_at_step} prunes in the middle of a multi-process run, which would "
                 f"rebuild every rank's model under DDP; prune at the end (null) and fine-tune with "

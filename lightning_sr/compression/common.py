@@ -54,6 +54,17 @@ def generator_of(pl_module: L.LightningModule, what: str) -> nn.Module:
     return gen
 
 
+def require_sr_module(pl_module: L.LightningModule, what: str) -> None:
+    """Channel pruning, channel sparsity and quantization act on super-resolution generators (their protected image
+    output layers, their PSNR); a classifier (task=classify) is refused in one line instead of failing inside."""
+    from lightning_sr.modules.classify import ClassifyModule
+
+    require(not isinstance(pl_module, ClassifyModule),
+            f"{what} compresses super-resolution generators; task=classify (model.arch="
+            f"{getattr(pl_module, 'generator_spec', {}).get('arch')!r}) is not supported; use model=srresnet, srgan "
+            f"or multi_exit (classifiers: model.conv=recycle, compression=distill)")
+
+
 # ----- evaluation -------------------------------------------------------------------------------------------
 def _outputs(gen: nn.Module, lr: torch.Tensor) -> list[torch.Tensor]:
     """Every output of the generator (all exits of a multi-exit model, else the one output)."""

@@ -48,6 +48,7 @@ from lightning_sr.compression.common import (
     generator_of,
     log_values,
     rebuild_optimizers,
+    require_sr_module,
     resumed_state,
 )
 from lightning_sr.errors import ConfigError, require
@@ -127,6 +128,7 @@ class Quantization(L.Callback):
         require(not isinstance(pl_module, VideoSRModule),
                 f"{self.key} quantizes image generators; the video module ({type(pl_module).__name__}) is not "
                 f"supported (use model=srresnet, srgan or multi_exit)")
+        require_sr_module(pl_module, self.key)
         return generator_of(pl_module, self.key)
 
     def check_coverage(self, prepared, gen: nn.Module) -> list[str]:

@@ -1,0 +1,146 @@
+"""Issue 19's path matrix, columns (a) single process, (b) DDP on 2 CPU processes, (c) a multirun through the
+report, and every refused cell as a one-line refusal (single process and DDP). The cells are tests/matrix/cells.py;
+column (d) (killed and resumed) is tests/matrix/test_resume_matrix.py. ``make test-matrix`` runs this file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, compose, run_cli
+from tests.matrix import cells
+from tests.matrix.conftest import cell_name, write_cell_group
+
+pytestmark = pytest.mark.matrix
+
+DDP = ["trainer=ddp_cpu", "trainer.devices=2"]
+TOL = 1e-6  # metrics.json vs an independent evaluation of last.ckpt: tests/test_ddp.py's tolerance
+
+
+def _headline(row: str) -> str:
+    return "accuracy" if row == "classify" else "psnr"
+
+
+def _multirun(row: str, jobs: list[str], checkpoints, tmp_path: Path, extra: list[str] = (), name: str = "sweep"):
+    """``python train.py -m <row> +cell=<job>,<job>,...``: one real multirun (Hydra's basic launcher, jobs one after
+    the other); returns (sweep folder, {compression: job folder}, the process)."""
+    conf = write_cell_group(tmp_path / f"{name}_conf", row, checkpoints[row], ddp=bool(extra))
+    sweep = tmp_path / name
+    p = run_cli("train.py", ["-m", *cells.COMMON, *cells.BASE[row], *extra, f"hydra.searchpath=[file://{conf}]",
+                             "+cell=" + ",".join(cell_name(c) for c in jobs), f"hydra.sweep.dir={sweep}"],
+                timeout=1500)
+    folders = {}
+    for d in sorted((p_ for p_ in sweep.iterdir() if (p_ / ".hydra").is_dir()), key=lambda p_: int(p_.name)):
+        over = (d / ".hydra" / "overrides.yaml").read_text()
+        (c,) = [c for c in jobs if f"+cell={cell_name(c)}\n" in over]
+        folders[c] = d
+    assert list(folders) == jobs, (sweep, list(folders))
+    return sweep, folders, p
+
+
+def _evaluate(row: str, ckpt: Path, out: Path) -> dict:
+    """evaluate.py's function (in this process) on a checkpoint, on the row's validation data."""
+    from lightning_sr.run import evaluate
+
+    data = {"frvsr": ["data=embedded_video"], "tecogan": ["data=embedded_video"],
+            "classify": ["data=cifar10", "data.kind=embedded", "data.name=embedded_classify", "data.root=null",
+                         "data.num_workers=0", "data.pin_memory=false"]}.get(row, [])
+    return evaluate(compose([f"ckpt_path={ckpt}", *data, "cost.latency=false", "progress_bar=false"], out,
+                            "evaluate"))
+
+
+def _check_jobs(row: str, folders: dict[str, Path], tmp_path: Path, world_size: int) -> dict[str, dict]:
+    """Every job finished with a finite headline metric, and that metric (every set's) is the one an independent
+    evaluation of the job's last.ckpt gives."""
+    key, out = _headline(row), {}
+    for c, d in folders.items():
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["status"] == "finished", (c, m.get("error"))
+        assert m["world_size"] == world_size and m["written_by_rank"] == 0, c
+        assert math.isfinite(m[key]), (c, m[key])
+        ev = _evaluate(row, d / "checkpoints" / "last.ckpt", tmp_path / "eval" / d.parent.name / d.name)
+        for s, v in ev["sets"].items():
+            assert m["sets"][s][key] == pytest.approx(v[key], abs=TOL), (c, s, m["sets"][s][key], v[key])
+        assert m[key] == pytest.approx(ev[key], abs=TOL), (c, m[key], ev[key])
+        out[c] = m
+    return out
+
+
+@pytest.mark.timeout(1800)  # ten jobs and their evaluations (pyproject's 600 s is per ordinary test)
+@pytest.mark.parametrize("row", cells.ROWS)
+def test_row_single_process_multirun_through_the_report(row, checkpoints, tmp_path):
+    """(a)+(c): every runnable cell of the row as a job of one multirun (each job one process), then the report;
+    and one cell as a plain ``python train.py`` (its own run folder handling), equal to its multirun job."""
+    jobs = cells.runnable(row)
+    sweep, folders, p = _multirun(row, jobs, checkpoints, tmp_path)
+    metrics = _check_jobs(row, folders, tmp_path, world_size=1)
+    # the report the multirun wrote at its end: one measured row per job, its values the job's metrics.json
+    with open(sweep / "report.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["source"] == "measured"]
+    assert sorted(r["job"] for r in rows) == sorted(d.name for d in folders.values())
+    key = _headline(row)
+    for r in rows:
+        (c,) = [c for c, d in folders.items() if d.name == r["job"]]
+        assert r["status"] == "finished" and float(r[key]) == pytest.approx(metrics[c][key], abs=1e-4), (c, r)
+    # the plain command (hydra.run.dir, no sweep) of one cell gives that job's result exactly
+    c = cells.PLAIN[row]
+    run = tmp_path / "plain"
+    run_cli("train.py", [*cells.overrides(row, c, checkpoints[row]), f"hydra.run.dir={run}"], timeout=600)
+    plain = json.loads((run / "metrics.json").read_text())
+    assert plain["status"] == "finished" and plain[key] == metrics[c][key], (plain[key], metrics[c][key])
+    a = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(folders[c] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("row", cells.ROWS)
+def test_row_under_ddp_equals_a_single_process_evaluation(row, checkpoints, tmp_path):
+    """(b): every cell of the row that runs under DDP, as the jobs of one multirun of 2-process DDP jobs (each job
+    launched once); each job's final validation equals a single-process evaluation of its last.ckpt."""
+    jobs = cells.runnable(row, ddp=True)
+    sweep, folders, p = _multirun(row, jobs, checkpoints, tmp_path, extra=DDP, name="ddp")
+    out = p.stdout + p.stderr
+    assert out.count(f"Launching {len(jobs)} jobs locally") == 1 and out.count("Launching") == 1, out[-3000:]
+    for i in range(len(jobs)):
+        assert out.count(f"#{i} : ") == 1, out[-3000:]
+    for d in folders.values():  # rank 1 ran this very job in this folder
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (d / "ddp_rank1.log").read_text()
+    _check_jobs(row, folders, tmp_path, world_size=2)
+
+
+REFUSALS = [(r, c, ddp) for r, c in cells.refused(ddp=True) for ddp in (False, True)
+            if not (ddp is False and (r, c) not in cells.refused())]
+
+
+@pytest.mark.parametrize("row,compression,ddp", REFUSALS,
+                         ids=[f"{r}-{c}-{'ddp' if d else 'single'}" for r, c, d in REFUSALS])
+def test_refused_cell_is_one_line(row, compression, ddp, checkpoints, tmp_path):
+    """A refused cell: exit status 2, exactly one ``error:`` line (also with 2 DDP ranks) that names the keys and
+    the fix, nothing trained, nothing written outside the run folder (the working directory and TMPDIR stay
+    empty)."""
+    cwd, tmp, run = tmp_path / "cwd", tmp_path / "tmp", tmp_path / "run"
+    cwd.mkdir()
+    tmp.mkdir()
+    p = run_cli("train.py", [*cells.overrides(row, compression, checkpoints[row]), *(DDP if ddp else []),
+                             f"hydra.run.dir={run}"], cwd=cwd, env={"TMPDIR": str(tmp)}, check=False, timeout=600)
+    needle = cells.refusal(row, compression, ddp).needle
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("error:")]
+    assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (p.returncode, lines, p.stderr[-3000:])
+    assert "Traceback" not in p.stderr
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+    rec = json.loads((run / "metrics.json").read_text())
+    assert rec["status"] == "failed" and needle in rec["error"]
+    assert list(cwd.iterdir()) == [] and list(tmp.iterdir()) == []
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["cwd", "run", "tmp"]
+
+
+def test_docs_table_is_generated_from_the_cells():
+    """docs/testing.md's matrix table is ``python -m tests.matrix.cells``'s output."""
+    doc = (ROOT / "docs" / "testing.md").read_text()
+    assert cells.table() in doc, "docs/testing.md is out of date: paste the output of python -m tests.matrix.cells"
