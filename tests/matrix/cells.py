@@ -139,7 +139,7 @@ def refused(ddp: bool = False) -> list[tuple[str, str]]:
     return [(r, c) for r in ROWS for c in COMPRESSIONS if isinstance(cell(r, c, ddp), Refused)]
 
 
-RESUME = "see tests/matrix/test_resume_matrix.py"
+RESUME = "test_sigkill_mid_run_then_same_command_equals_uninterrupted"  # tests/matrix/test_resume_matrix.py
 
 
 SINGLE = "test_row_single_process_multirun_through_the_report"
@@ -156,14 +156,15 @@ def _entry(row: str, compression: str, ddp: bool, test: str) -> str:
 
 def table() -> str:
     """docs/testing.md's matrix: one line per (row, compression), one column per path; each entry the test (in
-    tests/matrix/test_matrix.py) or the refusal's message."""
+    tests/matrix/test_matrix.py; column (d): test_resume_matrix.py) or the refusal's message."""
     lines = ["| row | compression | (a) single process | (b) ddp_cpu, 2 processes | (c) multirun + report | "
              "(d) SIGKILL + resume |", "|---|---|---|---|---|---|"]
     for r in ROWS:
         for c in COMPRESSIONS:
             a = _entry(r, c, False, SINGLE) + (" + plain `python train.py`" if PLAIN[r] == c else "")
             b = _entry(r, c, True, UNDER_DDP)
-            lines.append(f"| {r} | {c} | {a} | {b} | {_entry(r, c, False, SINGLE)} | {RESUME} |")
+            d = f"{RESUME}[{r}-{c}]" if isinstance(cell(r, c), Run) else "refused (as in (a))"
+            lines.append(f"| {r} | {c} | {a} | {b} | {_entry(r, c, False, SINGLE)} | {d} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,12 +20,11 @@ import torch
 
 from lightning_sr.checkpoint import generator_state, read_checkpoint
 from tests.conftest import ROOT, SMOKE
+from tests.matrix import cells
 
 pytestmark = pytest.mark.matrix
 
-ROWS = ("srresnet", "srgan", "multi_exit", "frvsr", "tecogan", "classify")
-COMPRESSIONS = ("none", "block_prune", "channel_prune", "channel_sparsity", "distill", "channel_sparsity+distill",
-                "ptq", "qat", "recycle", "gan_slimming")
+ROWS, COMPRESSIONS = cells.ROWS, cells.COMPRESSIONS
 
 # the run every cell starts from: 2 residual blocks of 8 channels, 8 batches, last.ckpt every 2 batches
 BASE = [o for o in SMOKE if not o.startswith(("model.res_blocks", "model.channels", "trainer.max_steps",
@@ -69,24 +68,14 @@ COMP_CFG: dict[str, tuple[list[str], tuple]] = {
                       "compression.channel_sparsity.target_macs=0.5"], (5, 7)),
 }
 
-# refused by design (one `error:` line; tests/matrix tests the lines): (row, compression) -> part of the message
-REFUSED: dict[tuple[str, str], str] = {
-    ("multi_exit", "block_prune"): "cannot prune a multi-exit model",
-    ("frvsr", "qat"): "the video module",
-    ("tecogan", "qat"): "the video module",
-    ("frvsr", "ptq"): "the video module",
-    ("tecogan", "ptq"): "the video module",
-}
-# not a cell: experiment=gan_slimming is SRGAN's recipe (it selects model=srgan)
-NOT_CELLS = {(r, "gan_slimming") for r in ROWS if r != "srgan"}
-
+# the cells: every cell tests/matrix/cells.py runs in one process (its refusals are tested by test_matrix.py)
 RESUME_CELLS: dict[tuple[str, str], dict] = {
     (row, comp): {"row": ROWS_CFG[row][0], "compression": COMP_CFG[comp][0], "unit": ROWS_CFG[row][1],
                   "kills": COMP_CFG[comp][1]}
-    for row in ROWS for comp in COMPRESSIONS if (row, comp) not in REFUSED and (row, comp) not in NOT_CELLS}
+    for row in ROWS for comp in cells.runnable(row)}
 
 # metrics.json entries that legitimately differ between two runs of one experiment
-VOLATILE = {"train_time_s", "resumed_from", "overrides", "config_fingerprint", "seconds", "time_s"}
+VOLATILE = {"train_time_s", "train_time_segment_s", "resumed_from", "overrides", "config_fingerprint", "seconds", "time_s"}
 
 
 @pytest.fixture(scope="session")
