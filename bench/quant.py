@@ -52,7 +52,7 @@ def _jiffies() -> tuple[int, int]:
 
 
 def calibration_inputs(n: int, size: int) -> list[torch.Tensor]:
-    from lightning_sr.data.io import read_rgb
+    from lightning_sr.ops.image_io import read_rgb
 
     files = sorted(SET5_LR.glob("*.png"))[:n] if SET5_LR.is_dir() else []
     if files:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lightning_sr.models.outputs import MAIN, MultiOutput, is_multi_output
+from lightning_sr.ops.compile import compile_cpu
 
 MIN_SIZE = 3  # smallest LR height/width a captured graph accepts (the bicubic skip's border needs 2 pixels)
 MAX_SIZE = 8192
@@ -120,10 +121,8 @@ class GraphGenerator(nn.Module):
         return self
 
     def compiled(self) -> GraphGenerator:
-        """The same generator running its graph compiled for the CPU (:func:`lightning_sr.cost.compile_cpu`:
+        """The same generator running its graph compiled for the CPU (:func:`lightning_sr.ops.compile.compile_cpu`:
         inductor with freezing; for an int8 program, oneDNN int8 kernels). Inference only."""
-        from lightning_sr.cost import compile_cpu
-
         return GraphGenerator.wrap(self.captured, self.outputs, features=self.features, attrs=self.attrs(),
                                    runner=compile_cpu(self.captured)).train(False)
 

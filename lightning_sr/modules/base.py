@@ -33,10 +33,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from lightning_sr.checkpoint import ARCH_KEY, CONFIG_KEY, load_generator
-from lightning_sr.data.io import write_rgb
 from lightning_sr.inference import sr_outputs, to_uint8
 from lightning_sr.metrics import METRIC_MODES, EvalRecords, build_lpips, psnr, ssim
 from lightning_sr.models import build_generator, named_outputs, output_names
+from lightning_sr.ops.image_io import write_rgb
 from lightning_sr.ops.imresize import bicubic_upscale
 
 log = logging.getLogger(__name__)

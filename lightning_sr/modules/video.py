@@ -33,7 +33,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lightning_sr.data.io import write_rgb
 from lightning_sr.data.video import FRAME_INDEX
 from lightning_sr.errors import require
 from lightning_sr.inference import WARMUP_FRAMES, is_recurrent, stream_frames
@@ -42,6 +41,7 @@ from lightning_sr.metrics import METRIC_MODES, ClipScorer
 from lightning_sr.models import SpatioTemporalDiscriminator, backward_warp
 from lightning_sr.models.video import upscale_flow
 from lightning_sr.modules.base import SRBaseModule, _to_uint8, aggregate
+from lightning_sr.ops.image_io import write_rgb
 from lightning_sr.ops.imresize import bicubic_upscale
 
 log = logging.getLogger(__name__)

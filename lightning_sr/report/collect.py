@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_sr.errors import ConfigError
 from lightning_sr.overrides import sweep_name
 from lightning_sr.report.compare import (
     Unit,
@@ -77,7 +78,7 @@ def _published_name(jobs: list[Job], override: str | None) -> str | None:
     return None
 
 
-def _ordered(seen: list[str], new) -> None:
+def ordered(seen: list[str], new) -> None:
     for x in new:
         if x not in seen:
             seen.append(x)
@@ -96,8 +97,6 @@ def collect(sweep_dir: str | Path, published: str | None = None, reference: str 
     ``reference`` (default: the jobs' ``report.reference``) names the row every other row is compared with
     (paired bootstrap over per_image.csv); matched published rows give the ``reproduced`` verdict."""
     from omegaconf import OmegaConf
-
-    from lightning_sr.errors import ConfigError
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -129,9 +128,9 @@ def collect(sweep_dir: str | Path, published: str | None = None, reference: str 
             seen = images_seen(j)
             if seen is not None:
                 row["images_seen"] = seen
-            _ordered(sets, (j.metrics.get("sets") or {}).keys())
+            ordered(sets, (j.metrics.get("sets") or {}).keys())
             for ex in (j.metrics.get("exits") or {}).values():
-                _ordered(exits, ex.keys())
+                ordered(exits, ex.keys())
             for s, v in bicubic_values(j.metrics).items():
                 bicubic.setdefault(s, v)
             name = name or j.metrics.get("name")
