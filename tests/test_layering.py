@@ -14,6 +14,8 @@ Rules (docs/design.md, issue 20):
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -133,3 +135,17 @@ def test_imports_inside_functions_are_the_listed_ones():
 def test_the_arrows_issue_20_found_stay_gone(src, above):
     got = [f"{src}:{line} imports {m}" for s, m, _, _, line in all_imports() if s == src and under(m, above)]
     assert not got, "\n".join(got)
+
+
+def test_transforms_and_loaders_stay_free_of_lightning_and_callbacks_once_imported():
+    """The same rules on what a fresh interpreter really loads (imports of imports included)."""
+    code = ("import sys\n"
+            "import lightning_sr.transforms.quant, lightning_sr.transforms.eager_quant, lightning_sr.transforms.int8_io\n"
+            "import lightning_sr.transforms.channels, lightning_sr.transforms.blocks\n"
+            "assert not {m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')}, 'lightning'\n"
+            "import lightning_sr.checkpoint, lightning_sr.deploy, lightning_sr.inference, lightning_sr.export\n"
+            "import lightning_sr.loggers, lightning_sr.models, lightning_sr.modules\n"
+            "bad = sorted(m for m in sys.modules if m.startswith('lightning_sr.compression'))\n"
+            "assert not bad, bad\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
