@@ -31,7 +31,7 @@ W, H = 2040, 1356
 
 
 def write_images(folder: Path, n: int) -> None:
-    from lightning_sr.data.io import write_rgb
+    from lightning_sr.ops.image_io import write_rgb
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)

@@ -31,9 +31,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_sr.compression.channel_pruning import output_convs, prune_channels  # noqa: E402
 from lightning_sr.cost import count_macs, count_params, cpu_latency_ms  # noqa: E402
 from lightning_sr.models import build_generator  # noqa: E402
+from lightning_sr.transforms.channels import output_convs, prune_channels  # noqa: E402
 
 
 def model_pruning_masks(model: nn.Module, ratio: float) -> nn.Module:

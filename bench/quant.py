@@ -6,7 +6,7 @@ process, with the same threads:
 * ``eager fp32``: the model as built (reference);
 * ``compiled fp32``: ``lightning_sr.cost.compile_cpu`` (inductor, freezing, dynamic height/width);
 * ``compiled int8``: the same model after lightning-sr's PTQ path (``quant.capture`` -> ``quant.prepare`` with the
-  SR quantizer -> calibration -> ``quant.convert``), written to ``int8.pt2`` by ``quant.save_int8``, read back by
+  SR quantizer -> calibration -> ``quant.convert``), written to ``int8.pt2`` by ``int8_io.save_int8``, read back by
   ``load_generator`` and compiled by the same ``compile_cpu`` (oneDNN u8s8 convolutions).
   ``--variants`` adds the torchao x86 recipe without lightning-sr's SR options (``plain int8``).
 
@@ -34,9 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_sr.checkpoint import load_generator  # noqa: E402
-from lightning_sr.compression import quant  # noqa: E402
 from lightning_sr.cost import compile_cpu, state_dict_bytes  # noqa: E402
 from lightning_sr.models import build_generator  # noqa: E402
+from lightning_sr.transforms import int8_io, quant  # noqa: E402
 
 SET5_LR = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set5" / "LR_bicubic" / "X4"
 HZ = os.sysconf("SC_CLK_TCK")
@@ -52,7 +52,7 @@ def _jiffies() -> tuple[int, int]:
 
 
 def calibration_inputs(n: int, size: int) -> list[torch.Tensor]:
-    from lightning_sr.data.io import read_rgb
+    from lightning_sr.ops.image_io import read_rgb
 
     files = sorted(SET5_LR.glob("*.png"))[:n] if SET5_LR.is_dir() else []
     if files:
@@ -67,8 +67,8 @@ def int8_program(model: torch.nn.Module, settings: quant.QuantSettings, calib: l
     with torch.no_grad():
         for x in calib:
             prepared(x)
-    meta = quant.save_int8(quant.convert(prepared), path, {"technique": "ptq", "generator": spec, "outputs": outputs,
-                                                           "attrs": {"scale": spec["scale"]}})
+    meta = int8_io.save_int8(quant.convert(prepared), path, {"technique": "ptq", "generator": spec, "outputs": outputs,
+                                                             "attrs": {"scale": spec["scale"]}})
     gen, _ = load_generator(path)
     return gen, meta["size_mb"]
 

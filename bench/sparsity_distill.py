@@ -71,9 +71,9 @@ def main() -> None:
     half = args.steps // 2
     # the uniform pruning ratio and the scratch width that give ~50 % of the dense MACs
     from lightning_sr.checkpoint import load_generator
-    from lightning_sr.compression.channel_pruning import prune_channels
     from lightning_sr.cost import count_macs
     from lightning_sr.models import build_generator
+    from lightning_sr.transforms.channels import prune_channels
 
     g, _ = load_generator(ckpt)
     base = count_macs(g, (3, 32, 32))

@@ -1,5 +1,7 @@
 """lightning-sr: small and fast super-resolution networks with PyTorch Lightning and Hydra."""
 
+from lightning_sr.errors import ConfigError
+
 __version__ = "0.1.0"
 
 
@@ -25,8 +27,6 @@ def _first_dir(*candidates: str) -> str:
 
 def _positive(value, key: str, what: str):
     """``${lsr_positive:${trainer.devices},trainer.devices,GPUs per node}``: the value, when a positive integer."""
-    from lightning_sr.errors import ConfigError
-
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}={value} does not say how many {what} to ask for; set {key}=N (e.g. {key}=4)")
     return value
@@ -35,8 +35,6 @@ def _positive(value, key: str, what: str):
 def _step_at(fraction, max_steps) -> int:
     """``${lsr_step:0.75,${trainer.max_steps}}``: the step at that fraction of the run (an even number: SRGAN makes
     two optimiser steps per batch), so one config serves the full run and its smoke variant."""
-    from lightning_sr.errors import ConfigError
-
     if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
         raise ConfigError(f"lsr_step:{fraction},...: give a fraction in [0, 1] of trainer.max_steps")
     if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 4:

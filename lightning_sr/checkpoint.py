@@ -10,7 +10,7 @@ Two more kinds of file load through the same function:
   (``lsr_qat``: the fp32 weights under ``generator.captured.<name>`` plus fake-quantizer state): it loads as the
   fp32 generator with those weights;
 * an int8 artefact (``int8.pt2``, written by ``compression=qat|ptq``) loads as the int8 program
-  (:func:`lightning_sr.compression.quant.read_int8`), a generator that runs on the CPU.
+  (:func:`lightning_sr.transforms.int8_io.read_int8`), a generator that runs on the CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 
 from lightning_sr.errors import ConfigError, WeightsError
 from lightning_sr.fs import atomic_torch_save
-from lightning_sr.models.registry import build_generator, load_generator_state
+from lightning_sr.models.registry import adapt_to_state_dict, build_generator, load_generator_state
+from lightning_sr.transforms.int8_io import read_int8
 
 ARCH_KEY = "lsr_arch"
 CONFIG_KEY = "lsr_config"  # the run's flat resolved config (resume refuses a checkpoint of another experiment)
@@ -64,8 +65,6 @@ def generator_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 def load_fp32_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     """Load the tensors of ``state`` that ``model`` has (layers resized to pruned shapes first): the fp32 weights
     of a QAT-prepared graph's state, whose fake quantizers the fp32 model does not have."""
-    from lightning_sr.models.registry import adapt_to_state_dict
-
     adapt_to_state_dict(model, state)
     keys = set(model.state_dict())
     return load_generator_state(model, {k: v for k, v in state.items() if k in keys})
@@ -85,8 +84,6 @@ def load_int8(path: str | Path, expect_arch: str | None = None, expect_scale: in
               what: str = "int8 model") -> tuple[nn.Module, dict[str, Any]]:
     """(int8 generator, spec) from an ``int8.pt2``; WeightsError (one line) for a missing, corrupt or foreign file,
     ConfigError for another scale or architecture."""
-    from lightning_sr.compression.quant import read_int8
-
     model, meta = read_int8(path, what)
     spec = {**dict(meta["generator"]), "_int8": True}
     check_spec(spec, path, expect_arch, expect_scale, what, "int8 ")

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lightning_sr.errors import LightningSRError
+from lightning_sr.errors import LightningSRError, require
 
 log = logging.getLogger("lightning_sr")
 
@@ -31,6 +31,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     """
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    # lightning_sr.run (torch, Lightning) is imported here, not at the top: export, upscale and lsr-data import
+    # this module for its argument parsers and must not pay for Lightning (several seconds on this CPU)
     from lightning_sr.run import atomic_write_text, overrides_of, run_dir_of
 
     try:
@@ -73,7 +75,7 @@ def _report_error(e: Exception) -> None:
 
 def _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of) -> None:
     try:  # the job's W&B run ends as failed; the next job of a sweep in this process gets its own run
-        from lightning_sr.loggers import close_open_runs
+        from lightning_sr.loggers import close_open_runs  # Lightning: see run_task
 
         close_open_runs(msg)
     except Exception:
@@ -98,8 +100,6 @@ def parse_key_values(argv: list[str], keys: tuple[str, ...], required: tuple[str
                      doc: str = "") -> dict[str, str]:
     """``key=value`` arguments (Hydra's style, without Hydra): unknown keys and missing required ones are one-line
     ConfigErrors that show ``usage``; ``-h``/``--help`` prints ``usage`` and ``doc``."""
-    from lightning_sr.errors import require
-
     args: dict[str, str] = {}
     for a in argv:
         key, sep, value = a.lstrip("-").partition("=")
@@ -113,8 +113,6 @@ def parse_key_values(argv: list[str], keys: tuple[str, ...], required: tuple[str
 
 
 def parse_bool(value: str | bool, key: str) -> bool:
-    from lightning_sr.errors import require
-
     if isinstance(value, bool):
         return value
     v = str(value).strip().lower()

@@ -6,12 +6,17 @@ import inspect
 import logging
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from lightning_sr.checkpoint import ARCH_KEY, read_checkpoint
 from lightning_sr.data.datamodule import validate_data_config
+from lightning_sr.data.video import VideoDataModule, lr_align
 from lightning_sr.errors import ConfigError, require
 from lightning_sr.models.blocks import SCALES
+from lightning_sr.models.recycle import KIND, recycled_layers
 from lightning_sr.models.registry import ARCHS, arch_keys, build_generator, spec_from_config
+from lightning_sr.modules import MODULES, module_class
+from lightning_sr.overrides import to_plain, user_overrides
 
 log = logging.getLogger(__name__)
 
@@ -22,29 +27,6 @@ DEFAULT_DATAMODULE = "lightning_sr.data.SRDataModule"
 # the data presets (conf/data) each kind of SR model trains on; tests/test_video.py checks them against conf/data
 VIDEO_TRAIN_DATA = ("embedded_video", "reds", "video_folder")
 IMAGE_TRAIN_DATA = ("embedded", "div2k", "folder", "t91")
-
-
-def to_plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) or OmegaConf.is_list(node) \
-        else node
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    else:
-        out[prefix.rstrip(".")] = d
-    return out
-
-
-def user_overrides() -> list[str]:
-    """The command line's overrides of this job (empty outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool = True) -> None:
@@ -59,8 +41,6 @@ def validate_config(cfg: DictConfig, need_train: bool = True, check_model: bool 
         gen = build_generator(spec)
         check_recycled(gen, spec)
         # a LightningModule may check its own arguments here too (static ``check_config(model_cfg)``)
-        from lightning_sr.modules import MODULES
-
         check = getattr(MODULES.get(cfg.model.get("module", "sr")), "check_config", None)
         if check is not None:
             check(to_plain(cfg.model))
@@ -97,8 +77,6 @@ def is_video_data(data_cfg: Any) -> bool:
     """Whether ``data._target_`` is a video datamodule (clips) rather than an image one."""
     from hydra.utils import get_class
 
-    from lightning_sr.data.video import VideoDataModule
-
     try:
         cls = get_class(str(data_cfg.get("_target_") or DEFAULT_DATAMODULE))
     except Exception:
@@ -127,8 +105,6 @@ def check_model_fits_data(cfg: DictConfig) -> None:
 def check_skip_alignment(cfg: DictConfig) -> None:
     """A video generator's bicubic skip must sample the LR image where the data's degradation put its pixels (a
     corner-aligned skip on bicubic data is 1.5 HR pixels off, and the network spends capacity undoing it)."""
-    from lightning_sr.data.video import lr_align
-
     skip = cfg.model.get("skip_align")
     if skip is None or not is_video_data(cfg.data):
         return
@@ -142,8 +118,6 @@ def check_skip_alignment(cfg: DictConfig) -> None:
 def check_recycled(gen, spec: dict[str, Any]) -> None:
     """``model.conv=recycle`` must recycle at least one layer (e.g. not conv_scope=residual in a network without
     residual blocks)."""
-    from lightning_sr.models.recycle import KIND, recycled_layers
-
     if spec.get("conv") == KIND:
         require(bool(recycled_layers(gen)),
                 f"model.conv=recycle recycles no layer of model.arch={spec.get('arch')!r} with "
@@ -154,8 +128,6 @@ def check_recycled(gen, spec: dict[str, Any]) -> None:
 def check_init_from(cfg: DictConfig) -> None:
     """``model.init_from`` takes its architecture from the checkpoint. Architecture keys the user set on the
     command line that disagree with it are an error; config defaults that it replaces are named in the log."""
-    from lightning_sr.checkpoint import ARCH_KEY, read_checkpoint
-
     path = cfg.model.init_from
     ckpt_spec = dict(read_checkpoint(path, "model.init_from")[ARCH_KEY])
     want = generator_spec(cfg)
@@ -219,8 +191,6 @@ def _check_signature(cls: type, kwargs: dict[str, Any], name: str) -> None:
 
 
 def build_module(cfg: DictConfig, module: str | None = None):
-    from lightning_sr.modules import module_class
-
     name = module or cfg.model.get("module", "sr")
     cls = module_class(name)
     kwargs = module_kwargs(cfg)

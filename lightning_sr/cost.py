@@ -8,7 +8,7 @@
   passes, batch 1, with ``threads`` torch threads (stated in the result).
 
 int8 models (a converted PT2E graph: int8 weight buffers, quantize/dequantize ops) count their int8 weights as
-parameters, and are timed compiled (:func:`compile_cpu`: inductor with freezing, which turns the reference
+parameters, and are timed compiled (:func:`lightning_sr.ops.compile.compile_cpu`: inductor with freezing, which turns the reference
 quantize/dequantize graph into oneDNN int8 kernels; run eagerly it is a slow fp32 emulation); the result then says
 ``"latency_mode": "compiled"``. :func:`compiled_latency_ms` times several models compiled, in alternated rounds
 (int8 against fp32, same threads).
@@ -27,15 +27,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightning_sr.ops.compile import compile_cpu, is_int8
+
 # every key model_cost() returns, in this order: metrics.json, loggers, the W&B summary and the sweep report
 # all read this list (per exit too)
 COST_KEYS = ("params", "params_trainable", "macs", "macs_input", "size_mb", "latency_ms", "latency_threads")
 DEFAULT_INPUT = (3, 128, 128)
-
-
-def is_int8(model: nn.Module) -> bool:
-    """A converted int8 model: its weights are int8 buffers."""
-    return any(b.dtype == torch.int8 for b in model.buffers())
 
 
 def cpu_name() -> str:
@@ -55,29 +52,6 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     if not trainable_only:  # a converted int8 model keeps its weights as int8 buffers
         n += sum(b.numel() for b in model.buffers() if b.dtype == torch.int8)
     return n
-
-
-def compile_cpu(model: nn.Module):
-    """``torch.compile`` (inductor, freezing: weights are constants, which int8 needs to prepack its oneDNN
-    kernels) of an eval-mode model, dynamic in height and width: a callable ``x -> model(x)`` without gradients."""
-    if is_int8(model):
-        # importing torchao's x86 quantizer registers inductor's int8 fusion passes; without it inductor compiles
-        # the quantize/dequantize graph into fp32 kernels (a silent slow path)
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
-    import torch._inductor.config as inductor_config
-
-    compiled = torch.compile(model)
-    first = [True]
-
-    def run(x: torch.Tensor):
-        with inductor_config.patch(freezing=True), torch.no_grad():
-            if first[0]:  # one graph for every image size
-                torch._dynamo.mark_dynamic(x, x.dim() - 2)
-                torch._dynamo.mark_dynamic(x, x.dim() - 1)
-                first[0] = False
-            return compiled(x)
-
-    return run
 
 
 def count_macs(model: nn.Module, input_size=(3, 128, 128)) -> int:

@@ -34,7 +34,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_sr.checkpoint import load_generator
 from lightning_sr.errors import ConfigError, WeightsError, require
+from lightning_sr.models.conv import conv_layers
+from lightning_sr.models.recycle import RecycleConv2d, materialize, materialize_spec
 
 SPEC_FILE = "lsr_arch.json"      # the spec inside a .pt2 / TorchScript file
 EXPORT_FILE = "lsr_export.json"  # what the file's inputs and outputs are
@@ -79,8 +82,6 @@ def load_deployable(path: str | Path, what: str = "ckpt_path") -> Deployable:
 
 
 def load_checkpoint(path: Path) -> Deployable:
-    from lightning_sr.checkpoint import load_generator
-
     model, spec = load_generator(path, what="ckpt_path")
     require(spec.get("scale") is not None, f"ckpt_path {path}: its spec {spec} has no scale; it cannot upscale")
     return Deployable(model.eval(), spec, int(spec["scale"]), path, "checkpoint")
@@ -132,8 +133,6 @@ def register_materializer(conv_type: type, fn: Callable[[nn.Module, dict[str, An
 def export_ready(model: nn.Module, spec: dict[str, Any], what: str = "ckpt_path") -> tuple[nn.Module, dict]:
     """The model with plain convolutions only (registered materializers applied), or a one-line ConfigError naming
     the layer kind that has no plain form yet."""
-    from lightning_sr.models.conv import conv_layers
-
     for conv_type, fn in MATERIALIZERS.items():
         if any(isinstance(m, conv_type) for _, m in conv_layers(model)):
             model, spec = fn(model, spec)
@@ -146,14 +145,10 @@ def export_ready(model: nn.Module, spec: dict[str, Any], what: str = "ckpt_path"
 
 
 def _materialize_recycled(model: nn.Module, spec: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
-    from lightning_sr.models.recycle import materialize, materialize_spec
-
     return materialize(model), materialize_spec(spec)
 
 
 def _register_builtin_materializers() -> None:
-    from lightning_sr.models.recycle import RecycleConv2d
-
     register_materializer(RecycleConv2d, _materialize_recycled)
 
 

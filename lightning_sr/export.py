@@ -67,6 +67,9 @@ from lightning_sr.deploy import EXPORT_FILE, SPEC_FILE, export_ready, load_deplo
 from lightning_sr.errors import LightningSRError, require
 from lightning_sr.fs import atomic_torch_save, atomic_write
 from lightning_sr.inference import WARMUP_FRAMES, is_recurrent
+from lightning_sr.models.recycle import materialize as plain_convs
+from lightning_sr.models.recycle import materialize_spec, recycled_layers
+from lightning_sr.ops.image_io import read_rgb
 
 EXPORT_KEY = "lsr_export"
 FORMATS = ("ckpt", "onnx", "torchscript", "exported_program")
@@ -87,9 +90,6 @@ def export_exit(ckpt_path: str | Path, exit: int | str | None, out: str | Path |
                 materialize: bool = False) -> Path:
     """Write exit ``exit`` of the multi-exit checkpoint ``ckpt_path`` as an SRResNet checkpoint (``exit=None``: the
     whole generator), with recycled convolutions materialised when ``materialize``; returns the written path."""
-    from lightning_sr.models.recycle import materialize as plain_convs
-    from lightning_sr.models.recycle import materialize_spec, recycled_layers
-
     model, spec = load_generator(ckpt_path, what="ckpt_path")
     info: dict[str, Any] = {"source": str(ckpt_path), "source_arch": spec}
     stem = Path(ckpt_path).stem
@@ -277,8 +277,6 @@ def check_images(names: list[str], scale: int, check_image: str | Path | None = 
     (two consecutive 'frames' of it for a video model: the first step, then the next one fed with that output)."""
     g = torch.Generator().manual_seed(1)
     if check_image:
-        from lightning_sr.data.io import read_rgb
-
         photo = read_rgb(check_image)
     else:
         import skimage.data

@@ -22,7 +22,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from lightning_sr.cost import COST_KEYS
+from lightning_sr.fs import atomic_write
 from lightning_sr.metrics import METRIC_MODES
+from lightning_sr.overrides import job_run_name, sweep_name, to_plain
+from lightning_sr.summary import bicubic_values, measured_values
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,6 @@ def summary_of(metrics: dict[str, Any]) -> dict[str, Any]:
     """The flat run summary of a job's metrics.json: ``cost/*``, ``final/*`` (per set, per exit),
     ``bicubic/*``, status, training time and steps. Same flattening as the sweep report's columns
     (:func:`lightning_sr.summary.measured_values`), under W&B-friendly prefixes."""
-    from lightning_sr.summary import bicubic_values, measured_values
-
     out: dict[str, Any] = {"status": metrics.get("status", "finished")}
     for k, v in measured_values(metrics).items():
         last = k.rsplit("/", 1)[-1]
@@ -112,8 +113,6 @@ def _hydra_info() -> dict[str, Any]:
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """Default W&B name, group, tags and job info of this job (see module docstring)."""
-    from lightning_sr.overrides import job_run_name, sweep_name
-
     info = _hydra_info()
     base = str(cfg.get("name") or "lightning-sr")
     name = job_run_name(info.get("overrides") or [], info.get("sweep_dir")) or base
@@ -199,8 +198,6 @@ def _wandb(spec: dict[str, Any], run_dir: Path, cfg: DictConfig | None = None, r
 
 @rank_zero_only
 def _keep_run_id(path: Path, lg: Any) -> None:
-    from lightning_sr.fs import atomic_write
-
     try:
         rid = getattr(lg.experiment, "id", None)
         if isinstance(rid, str) and rid.strip():  # never replace a kept id by an empty one
@@ -210,8 +207,6 @@ def _keep_run_id(path: Path, lg: Any) -> None:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> list[Any]:
-    from lightning_sr.config import to_plain
-
     out = []
     wandb_failed = None
     for name, spec in (to_plain(cfg.get("logger")) or {}).items():

@@ -25,6 +25,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning_sr.cost import cpu_name
+from lightning_sr.data.datamodule import resolve_sets
+from lightning_sr.fs import atomic_write
+from lightning_sr.ops.image_io import list_images
+
 CONTENT_HASH_MAX_BYTES = 64 * 2**20
 # /proc/cpuinfo flags that matter for CPU inference speed (fp32 SIMD width, int8 dot products, AMX tiles)
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
@@ -96,9 +101,6 @@ def files_checksum(files: list[Path], base: Path) -> dict[str, Any]:
 def data_checksums(data_cfg: Any, scale: int, training: bool) -> dict[str, Any]:
     """Checksums of the data sets a run reads (module docstring); ``{"unavailable": reason}`` when the data is not
     a set of image folders."""
-    from lightning_sr.data.datamodule import resolve_sets
-    from lightning_sr.data.io import list_images
-
     try:
         train, evals = resolve_sets(data_cfg, scale, training=training)
         out: dict[str, Any] = {}
@@ -117,8 +119,6 @@ def data_checksums(data_cfg: Any, scale: int, training: bool) -> dict[str, Any]:
 
 def build_manifest(cfg: Any | None = None, training: bool = True) -> dict[str, Any]:
     import torch
-
-    from lightning_sr.cost import cpu_name
 
     cpu = cpu_name()
     gpu = gpus()
@@ -140,8 +140,6 @@ def build_manifest(cfg: Any | None = None, training: bool = True) -> dict[str, A
 
 def write_manifest(run_dir: Path, cfg: Any | None = None, training: bool = True) -> Path:
     """Write ``<run_dir>/manifest.json`` (rank zero only under DDP: the caller decides)."""
-    from lightning_sr.fs import atomic_write
-
     path = Path(run_dir) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(build_manifest(cfg, training), indent=2, default=str) + "\n")

@@ -17,13 +17,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from lightning_sr.callbacks import TrainClock
+from lightning_sr.checkpoint import CONFIG_KEY, load_generator
 from lightning_sr.config import (
     build_datamodule,
     build_module,
-    flatten,
+    generator_spec,
     module_arguments,
-    to_plain,
-    user_overrides,
     validate_config,
 )
 from lightning_sr.cost import cost_from_config
@@ -31,7 +30,12 @@ from lightning_sr.errors import ConfigError, LightningSRError
 from lightning_sr.fs import atomic_write
 from lightning_sr.loggers import build_loggers, finish_loggers
 from lightning_sr.manifest import write_manifest
+from lightning_sr.metrics import METRIC_MODES
+from lightning_sr.models import build_generator
+from lightning_sr.modules import eval_module_class
+from lightning_sr.overrides import flatten, to_plain, user_overrides
 from lightning_sr.strategies import end_process_group
+from lightning_sr.summary import compression_ratios, mean_metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +70,6 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any], records: list[dict[str
                   records_file: str = "per_image.csv") -> None:
     atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
     if records:
-        from lightning_sr.metrics import METRIC_MODES
-
         fields = ["set", "exit", "image", *METRIC_MODES]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=[k for k in fields if any(k in r for r in records)], extrasaction="ignore")
@@ -82,8 +84,6 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
     main = {s: ex.get("", {}) for s, ex in sets.items()}
     if roles:
         main = {s: {**v, "role": roles.get(s, "val")} for s, v in main.items()}
-    from lightning_sr.summary import mean_metrics
-
     out: dict[str, Any] = {"status": "finished", "name": cfg.get("name"), "overrides": overrides_of(),
                            **mean_metrics(main), "sets": main}
     exits = {s: {e: v for e, v in ex.items() if e} for s, ex in sets.items()}
@@ -102,8 +102,6 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
         out["exit_cost"] = module.exit_costs(cfg.get("cost"))
     if getattr(module, "int8_results", None):  # compression=qat|ptq: the int8 model (size, latency, quality)
         out["int8"] = module.int8_results
-    from lightning_sr.summary import compression_ratios
-
     out.update(compression_ratios(out))  # r_c, r_s (GAN Slimming) when a teacher was distilled from
     out.update(extra)
     return out
@@ -149,8 +147,6 @@ def _find_previous_run(cfg: DictConfig, run_dir: Path) -> Path | None:
 def check_resume(cfg: DictConfig, ckpt: str, run_dir: Path) -> None:
     """Resume only a checkpoint of this experiment: the config it stored must equal this one outside
     :data:`RESUME_SAFE`; else one line names the keys that differ and the two ways out."""
-    from lightning_sr.checkpoint import CONFIG_KEY
-
     try:
         stored = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get(CONFIG_KEY)
     except Exception as e:
@@ -266,11 +262,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    from lightning_sr.checkpoint import load_generator
-    from lightning_sr.config import generator_spec
-    from lightning_sr.models import build_generator
-    from lightning_sr.modules import eval_module_class
-
     run_dir = run_dir_of(cfg)
     ckpt = cfg.get("ckpt_path")
     validate_config(cfg, need_train=False, check_model=not ckpt)

@@ -11,7 +11,7 @@
 ``input``:
 
 * an image (PNG, JPEG, WebP, BMP, TIFF; 8 or 16 bit, gray or RGBA become 8-bit RGB exactly as in training:
-  :func:`lightning_sr.data.io.read_rgb`) -> ``output`` (an image file, or a folder: ``<output>/<stem>.png``);
+  :func:`lightning_sr.ops.image_io.read_rgb`) -> ``output`` (an image file, or a folder: ``<output>/<stem>.png``);
 * a folder of images -> ``<output>/<stem>.png`` each. For a video model (FRVSR/TecoGAN) a folder is a clip: its
   frames are streamed in time order (:func:`lightning_sr.data.video.list_frames`) with the recurrent state,
   after ``warmup`` warm-up frames (default 5, TecoGAN's: frames 5..1 run first and their outputs are dropped;
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from lightning_sr.cli import parse_bool, parse_key_values
-from lightning_sr.data.io import IMG_EXTS, list_images, read_rgb, write_rgb
+from lightning_sr.data.video import list_frames
 from lightning_sr.deploy import Deployable, load_deployable
 from lightning_sr.errors import ConfigError, DataError, LightningSRError, require
 from lightning_sr.inference import (
@@ -59,6 +59,8 @@ from lightning_sr.inference import (
     stream_frames,
     to_uint8,
 )
+from lightning_sr.models import named_outputs, output_names
+from lightning_sr.ops.image_io import IMG_EXTS, list_images, read_rgb, write_rgb
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +126,6 @@ class Upscaler:
     def _output_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         if not self.exit:
             return self.module  # forward(): the main output (a multi-exit model's deepest exit)
-        from lightning_sr.models import named_outputs, output_names
-
         names = output_names(self.module)
         k = str(self.exit)
         name = k if k.startswith("exit") else f"exit{k}"
@@ -302,8 +302,6 @@ def upscale(ckpt_path: str | Path, input: str | Path, output: str | Path | None 
                 bar.update(1)
     else:
         if kind == "frames":
-            from lightning_sr.data.video import list_frames
-
             paths = list_frames(src, "input clip")
             frames, rate, total = (read_rgb(f) for f in paths), float(fps or 25.0), len(paths)
             names = (f.stem for f in paths)

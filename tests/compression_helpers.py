@@ -45,7 +45,7 @@ def save_ckpt(model: torch.nn.Module, spec: dict, path: Path) -> Path:
 
 
 def write_tiny_images(folder: Path, n: int = 3, size: int = 64) -> Path:
-    from lightning_sr.data.io import write_rgb
+    from lightning_sr.ops.image_io import write_rgb
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from lightning_sr.checkpoint import load_generator, read_checkpoint
-from lightning_sr.compression.block_pruning import (
-    BlockPruning,
+from lightning_sr.compression.block_pruning import BlockPruning
+from lightning_sr.errors import ConfigError
+from lightning_sr.models import build_generator
+from lightning_sr.run import train
+from lightning_sr.transforms.blocks import (
     l1_scores,
     output_delta_scores,
     prune_blocks,
     select_blocks,
 )
-from lightning_sr.errors import ConfigError
-from lightning_sr.models import build_generator
-from lightning_sr.run import train
 from tests.compression_helpers import SPEC, one_thread, save_ckpt, tiny_data, tiny_generator  # noqa: F401
 from tests.conftest import SMOKE, compose
 
@@ -103,7 +103,7 @@ def test_bad_arguments_fail_at_construction(kwargs, match):
 
 
 def test_multi_exit_models_are_refused():
-    from lightning_sr.compression.block_pruning import residual_blocks
+    from lightning_sr.transforms.blocks import residual_blocks
 
     g = build_generator({**SPEC, "arch": "multi_exit", "res_blocks": 3, "exits": [1]})
     with pytest.raises(ConfigError, match="multi-exit"):

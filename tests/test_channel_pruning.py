@@ -7,17 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_sr.compression.channel_pruning import (
-    ChannelPruning,
+from lightning_sr.compression.channel_pruning import ChannelPruning
+from lightning_sr.cost import count_macs, count_params
+from lightning_sr.errors import ConfigError
+from lightning_sr.models import build_generator, load_generator_state
+from lightning_sr.transforms.channels import (
     n_to_prune,
     prune_channels,
     prune_out_channels,
     prune_pixel_shuffle_stage,
     upsampler_stages,
 )
-from lightning_sr.cost import count_macs, count_params
-from lightning_sr.errors import ConfigError
-from lightning_sr.models import build_generator, load_generator_state
 from tests.compression_helpers import SPEC, one_thread, tiny_generator  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -107,8 +107,8 @@ def test_resume_adapts_to_the_checkpoint_shapes(tiny_data, tmp_path):  # noqa: F
 
     cfg = compose(SMOKE + tiny_data + ["model.res_blocks=2"], tmp_path)
     a, b = build_module(cfg), build_module(cfg)
-    from lightning_sr.compression.channel_pruning import prune_channels
     from lightning_sr.compression.common import adapt_generator_on_load
+    from lightning_sr.transforms.channels import prune_channels
 
     prune_channels(a.generator, 0.5)
     prune_channels(b.generator, 0.25)
@@ -177,8 +177,8 @@ def test_entry_point_prints_one_line_and_exits_2(tmp_path, capsys):
 
 
 def test_init_from_a_pruned_checkpoint_rebuilds_it(tiny_data, dense_ckpt, tmp_path):  # noqa: F811
-    from lightning_sr.compression.channel_pruning import prune_channels
     from lightning_sr.config import build_module
+    from lightning_sr.transforms.channels import prune_channels
 
     spec = {**SPEC, "res_blocks": 4}
     g, _ = load_generator(dense_ckpt)

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-import lightning_sr.data.io as io_mod
+import lightning_sr.ops.image_io as io_mod
 from lightning_sr.data import SRDataModule, degrade, load_pairs, read_rgb
 from lightning_sr.data.datasets import ImageSet, TrainPatchDataset
 from lightning_sr.errors import ConfigError, DataError

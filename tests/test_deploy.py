@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_sr.data.io import read_rgb, write_rgb
 from lightning_sr.errors import ConfigError, DataError, WeightsError
 from lightning_sr.export import ExportCheckError, check_export, export_format, export_model, read_metadata
+from lightning_sr.ops.image_io import read_rgb, write_rgb
 from lightning_sr.upscale import main as upscale_main
 from lightning_sr.upscale import upscale
 from tests.compression_helpers import SPEC, save_ckpt, tiny_generator, write_tiny_images

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_sr.compression import eager_quant, quant
+from lightning_sr.transforms import eager_quant, quant
 from tests.compression_helpers import tiny_generator
 
 X = torch.rand(4, 3, 16, 20, generator=torch.Generator().manual_seed(0))

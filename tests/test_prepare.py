@@ -32,7 +32,7 @@ from PIL import Image
 
 from lightning_sr.data import prepare as P
 from lightning_sr.data.degradation import gaussian_bd
-from lightning_sr.data.io import read_rgb
+from lightning_sr.ops.image_io import read_rgb
 from tests.conftest import ROOT, SET5, SHARED, SMOKE, compose, run_cli, run_task_in_process
 
 NAMES = list(P.manifest())

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from lightning_sr.checkpoint import load_generator
-from lightning_sr.compression.block_pruning import prune_blocks
-from lightning_sr.compression.channel_pruning import prune_channels
 from lightning_sr.run import train
+from lightning_sr.transforms.blocks import prune_blocks
+from lightning_sr.transforms.channels import prune_channels
 from tests.compression_helpers import SPEC, dense_ckpt, one_thread, save_ckpt, tiny_data, tiny_generator  # noqa: F401
 from tests.conftest import ROOT, SMOKE, compose, run_cli
 

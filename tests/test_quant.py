@@ -43,7 +43,7 @@ def qat_run(tiny_data, init_ckpt, tmp_path_factory):  # noqa: F811
 def test_bicubic_skip_is_capturable_with_dynamic_size():
     """The generators' global skip exports with dynamic batch/height/width and equals MATLAB's imresize at sizes
     other than the one it was captured at."""
-    from lightning_sr.compression.quant import example_input, export_dims
+    from lightning_sr.models.graph import example_input, export_dims
     from lightning_sr.ops.imresize import bicubic_upscale, imresize
 
     class Skip(nn.Module):
@@ -167,7 +167,7 @@ def test_qat_before_pruning_is_refused_before_training(tiny_data, init_ckpt, tmp
 
 
 def test_a_model_the_quantizer_cannot_cover_is_named():
-    from lightning_sr.compression import quant
+    from lightning_sr.transforms import quant
 
     class Up(nn.Module):
         def __init__(self):

@@ -274,7 +274,7 @@ def _sweep_with_samples(srgan_sweep: Path) -> Path:
     """Job 0 gets two sample panels (LR | SR | HR): the page must show the newer one."""
     import numpy as np
 
-    from lightning_sr.data.io import write_rgb
+    from lightning_sr.ops.image_io import write_rgb
 
     for step, value in ((2, 10), (4, 200)):
         panel = np.full((40, 120, 3), value, np.uint8)

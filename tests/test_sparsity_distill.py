@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from lightning_sr.checkpoint import load_generator, read_checkpoint
-from lightning_sr.compression.channel_sparsity import find_groups, remove_channels
 from lightning_sr.compression.distill import affinity
 from lightning_sr.errors import ConfigError, WeightsError
 from lightning_sr.models import build_generator
-from lightning_sr.models.gates import attach_gate, fold_all_gates, gated_modules
+from lightning_sr.models.gates import attach_gate, gated_modules
 from lightning_sr.run import build_callbacks, train
+from lightning_sr.transforms.channels import find_groups, fold_all_gates, remove_channels
 from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
 from tests.conftest import SMOKE, compose, run_cli
 
@@ -198,7 +198,7 @@ def test_distillation_bad_input_is_one_line(ckpts, tmp_path):
 
 
 def test_mac_counter_equals_the_pruned_model():
-    from lightning_sr.compression.channel_sparsity import MacCounter, macs_small
+    from lightning_sr.transforms.channels import MacCounter, macs_small
 
     for kw in ({"res_blocks": 2, "channels": 8}, {"res_blocks": 1, "channels": 8, "norm": "batch"}):
         g = tiny_generator(**kw)

@@ -13,18 +13,19 @@ from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
-from lightning_sr.compression.channel_sparsity import (
-    ChannelSparsity,
+from lightning_sr.compression.channel_sparsity import ChannelSparsity
+from lightning_sr.errors import ConfigError
+from lightning_sr.models import build_generator
+from lightning_sr.models.gates import GATE, attach_gate, gated_modules
+from lightning_sr.run import build_callbacks, build_module, train
+from lightning_sr.strategies import GateKeepingSyncBatchNorm
+from lightning_sr.transforms.channels import (
     MacCounter,
     find_groups,
+    fold_all_gates,
     macs_small,
     remove_channels,
 )
-from lightning_sr.errors import ConfigError
-from lightning_sr.models import build_generator
-from lightning_sr.models.gates import GATE, attach_gate, fold_all_gates, gated_modules
-from lightning_sr.run import build_callbacks, build_module, train
-from lightning_sr.strategies import GateKeepingSyncBatchNorm
 from tests.compression_helpers import SPEC, randomize, save_ckpt, tiny_generator
 from tests.conftest import SMOKE, compose
 

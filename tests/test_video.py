@@ -49,7 +49,7 @@ def test_gaussian_bd_is_opencv_gaussianblur_bit_exact(sigma, size):
 
 @needs_calendar
 def test_bd_of_calendar_equals_the_official_lr_frames():
-    from lightning_sr.data.io import read_rgb
+    from lightning_sr.ops.image_io import read_rgb
 
     for name in ("00000000", "00000020", "00000040"):
         gt = torch.from_numpy(read_rgb(CALENDAR / "GT" / f"{name}.png")).permute(2, 0, 1).double()
@@ -409,7 +409,7 @@ def test_the_recurrent_generator_learns_a_batch():
 # ----- issue 18: TecoGAN's warm-up, the tLP cache key, video model x image data ----------------------------------
 def _smooth_clip(hr_root, lr_root, name, n, seed=0, hr=64):
     """A clip of ``n`` moving smooth frames (HR ``hr`` px) and its LR frames (every 4th pixel) in two folders."""
-    from lightning_sr.data.io import write_rgb
+    from lightning_sr.ops.image_io import write_rgb
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:hr, 0:hr]
@@ -430,9 +430,9 @@ def _random_frnet_ckpt(path):
 
 def _by_hand(gen, lr_dir, order, keep_from):
     """The recurrent step run by hand over the LR frames in ``order``; 8-bit outputs from position ``keep_from``."""
-    from lightning_sr.data.io import read_rgb
     from lightning_sr.data.video import list_frames
     from lightning_sr.inference import to_uint8
+    from lightning_sr.ops.image_io import read_rgb
 
     lr = [torch.from_numpy(read_rgb(f)).permute(2, 0, 1)[None].float() / 255 for f in list_frames(lr_dir, "clip")]
     outs, lr_prev, hr_prev = [], None, None
@@ -448,7 +448,7 @@ def _by_hand(gen, lr_dir, order, keep_from):
 
 
 def _pngs(folder):
-    from lightning_sr.data.io import read_rgb
+    from lightning_sr.ops.image_io import read_rgb
 
     return [read_rgb(f) for f in sorted(folder.glob("*.png"))]
 

@@ -21,7 +21,8 @@ gradient) and are pushed to zero by ``method``:
 
 At ``prune_at_step`` (default: the last step) channels whose gate is below ``threshold`` -- or, with ``target_macs``,
 the smallest gates over all groups until the MACs fall to ``target_macs`` times the dense model's -- are removed
-through the physical pruning code of ``channel_prune`` (one path), every gate is folded into its layer (exact: it
+through the physical pruning code of ``channel_prune`` (one path: groups, MAC counting and removal are
+:mod:`lightning_sr.transforms.channels`), every gate is folded into its layer (exact: it
 only scales that layer's outputs), and training goes on as fine-tuning when steps remain. The final checkpoint is a
 plain pruned model that reloads with ``weights_only=True``; a checkpoint taken while gates learn reloads with its
 gates (:func:`lightning_sr.models.registry.attach_saved_gates`).
@@ -35,25 +36,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from lightning_sr.compression.channel_pruning import (
-    ChannelPlan,
-    _forward_fn,
-    default_protect,
-    prune_pixel_shuffle_stage,
-)
 from lightning_sr.compression.common import (
-    _append_log,
-    _short,
-    check,
-    check_choice,
+    adapt_generator_on_load,
+    append_log,
     evaluate_psnr,
     generator_of,
     log_values,
@@ -61,169 +52,29 @@ from lightning_sr.compression.common import (
     require_sr_module,
     restore_structure,
     resumed_state,
+    short,
 )
-from lightning_sr.errors import require
-from lightning_sr.models import is_conv
-from lightning_sr.models.gates import GATE, attach_gate, detach_gate, fold_all_gates
+from lightning_sr.cost import cost_from_config
+from lightning_sr.errors import check, check_choice, require
+from lightning_sr.models.gates import GATE, attach_gate, detach_gate
 from lightning_sr.strategies import keep_gates_through_layer_sync
+from lightning_sr.transforms.channels import (
+    SPARSITY_KEY,
+    Group,
+    MacCounter,
+    find_groups,
+    macs_small,
+    out_filters,
+    remove_channels,
+    sparsity_protect,
+)
 
 log = logging.getLogger(__name__)
 
-KEY = "compression.channel_sparsity"
+KEY = SPARSITY_KEY
 METHODS = ("proximal", "l1", "growing_reg")
 GATE_OPTIMIZERS = {"sgd": 0.1, "adam": 0.01}  # name: default gate_lr (GAN Slimming's gs.py: SGD, lr 0.1, momentum 0.5)
 GATE_SCHEDULES = ("cosine", "constant")
-
-
-@dataclass
-class Group:
-    """One prunable channel group: the layers that write its channels and its gate."""
-
-    name: str
-    channels: int
-    writers: list[tuple[nn.Module, int]]   # (layer the gate scales, repeat per channel)
-    filters: list[tuple[nn.Module, int]]   # (conv whose output filters hold the channels, repeat) for growing_reg
-    readers: list[nn.Module] = field(default_factory=list)  # convs whose input channels are the group's channels
-    root: nn.Module | None = None          # Torch-Pruning root conv (None for an upsampler stage)
-    stage: tuple | None = None             # (stage, consumer) for a PixelShuffle stage
-    gate: nn.Parameter | None = None
-    chosen: list[int] = field(default_factory=list)  # growing_reg: channels to remove
-    writer_names: list[str] = field(default_factory=list)  # the writers' names in the generator (they may be replaced)
-
-
-def out_filters(conv: nn.Module) -> torch.Tensor:
-    """``conv``'s weight with its output channels first (a transposed convolution stores (in, out/groups, k, k))."""
-    w = conv.weight
-    require(not isinstance(conv, nn.ConvTranspose2d) or conv.groups == 1,
-            f"{KEY}: grouped transposed convolutions are not supported ({type(conv).__name__}, groups={conv.groups})")
-    return w.transpose(0, 1) if isinstance(conv, nn.ConvTranspose2d) else w
-
-
-def _next_sibling(model: nn.Module, module: nn.Module) -> nn.Module | None:
-    for parent in model.modules():
-        kids = list(parent.children())
-        for i, k in enumerate(kids):
-            if k is module:
-                return kids[i + 1] if i + 1 < len(kids) else None
-    return None
-
-
-def sparsity_protect(gen: nn.Module) -> list[str]:
-    """The default protection of channel sparsity: the model's own (as channel_prune), minus its head, so the trunk
-    width is a group too (SRResNet: [tail]; the video generator: [fnet, srnet.tail])."""
-    return [p for p in default_protect(gen) if not p.split(".")[-1] == "head"]
-
-
-def find_groups(gen: nn.Module, protect) -> list[Group]:
-    """Every prunable channel group of ``gen`` (see the module docstring)."""
-    protect = sparsity_protect(gen) if protect is None else protect
-    plan = ChannelPlan(gen, 0.5, "l1", False, protect, "group", None)
-    dg = plan.pruner.DG
-    names = {m: n for n, m in gen.named_modules()}
-    groups = []
-    for grp in plan.groups:
-        root = grp[0].dep.target.module
-        n = len(grp[0].idxs)
-        writers, filters, readers = [], [], []
-        for item in grp:
-            mod = item.dep.target.module
-            if dg.is_in_channel_pruning_fn(item.dep.handler) and is_conv(mod):
-                readers.append(mod)
-            if not (dg.is_out_channel_pruning_fn(item.dep.handler) and is_conv(mod)):
-                continue
-            if sorted(item.idxs) != list(range(n)):  # a channel mapping other than identity: not gated
-                break
-            nxt = _next_sibling(gen, mod)
-            writer = nxt if isinstance(nxt, nn.modules.batchnorm._BatchNorm) else mod
-            writers.append((writer, 1))
-            filters.append((mod, 1))
-        else:
-            if writers:
-                groups.append(Group(names[root], n, writers, filters, readers, root=root))
-    for name, st, cons in plan.stages:
-        r2 = st[1].upscale_factor ** 2
-        groups.append(Group(name, st[0].out_channels // r2, [(st[0], r2)], [(st[0], r2)], [cons], stage=(st, cons)))
-    for g in groups:
-        g.writer_names = [names[w] for w, _ in g.writers]
-    return groups
-
-
-class MacCounter:
-    """MACs of the model after removing channels, without pruning anything: every convolution's MACs scale with its
-    remaining input and output channels (one traced pass records them); the rest (the bicubic skip) is constant.
-    Exact for these networks (tests compare it with a physical pruning), and instant, so a MAC-budget search over
-    thousands of candidate removals costs nothing."""
-
-    def __init__(self, gen: nn.Module, groups: list[Group]):
-        from lightning_sr.models import conv_layers
-
-        self.groups = groups
-        convs = [m for _, m in conv_layers(gen)]
-        seen: dict[nn.Module, int] = {}
-
-        def hook(m, i, o):
-            k = m.weight.shape[2] * m.weight.shape[3]
-            cin = m.in_channels // m.groups
-            # as PyTorch's flop counter: a convolution visits its output positions, a transposed one its input's
-            pos = i[0] if isinstance(m, nn.ConvTranspose2d) else o
-            seen[m] = seen.get(m, 0) + cin * m.out_channels * k * pos.shape[-1] * pos.shape[-2] * pos.shape[0]
-
-        handles = [m.register_forward_hook(hook) for m in convs]
-        total = macs_small(gen)  # the same pass, with the flop counter: the hooks see every call
-        for h in handles:
-            h.remove()
-        self.conv_macs = seen
-        self.rest = total - sum(seen.values())
-        self.out_groups = {m: [(g, rep) for g in groups for w, rep in g.filters if w is m] for m in seen}
-        self.in_groups = {m: [g for g in groups if any(r is m for r in g.readers)] for m in seen}
-
-    def macs(self, removal: dict[str, list[int]]) -> int:
-        total = float(self.rest)
-        for m, base in self.conv_macs.items():
-            cout = m.out_channels - sum(len(removal.get(g.name, ())) * rep for g, rep in self.out_groups[m])
-            cin_full = m.in_channels
-            cin = cin_full - sum(len(removal.get(g.name, ())) for g in self.in_groups[m])
-            total += base * (cout / m.out_channels) * (cin / cin_full)
-        return int(round(total))
-
-
-def macs_small(model: nn.Module) -> int:
-    """MACs on a 32x32 LR input: for these fully convolutional networks MAC ratios do not depend on the input size,
-    and the small input keeps the many trial prunings of a MAC-budget search cheap."""
-    from lightning_sr.cost import count_macs
-
-    return count_macs(model, (getattr(model, "in_channels", 3), 32, 32))
-
-
-def remove_channels(gen: nn.Module, groups: list[Group], removal: dict[str, list[int]]) -> dict[str, list[int]]:
-    """Fold every gate, then remove ``removal[group name]`` channels physically (Torch-Pruning for coupled groups,
-    the PixelShuffle-aware stage pruning for upsampler stages). Returns {layer: [before, after]} out channels.
-    Works from any context (Torch-Pruning traces with autograd, so inference mode and no_grad are lifted)."""
-    with torch.inference_mode(False), torch.enable_grad():
-        return _remove_channels(gen, groups, removal)
-
-
-def _remove_channels(gen: nn.Module, groups: list[Group], removal: dict[str, list[int]]) -> dict[str, list[int]]:
-    from lightning_sr.models import conv_layers
-
-    before = {n: m.out_channels for n, m in conv_layers(gen)}
-    fold_all_gates(gen)
-    was_training = gen.training
-    dg = None
-    for g in groups:
-        idxs = sorted(set(removal.get(g.name, [])))
-        if not idxs:
-            continue
-        if g.stage is not None:
-            prune_pixel_shuffle_stage(g.stage[0], g.stage[1], idxs)
-            continue
-        if dg is None:  # one dependency graph for every group (the groups are disjoint)
-            example = torch.rand(1, getattr(gen, "in_channels", 3), 16, 16, device=next(gen.parameters()).device)
-            dg = tp.DependencyGraph().build_dependency(gen, example_inputs=example, forward_fn=_forward_fn(gen))
-        dg.get_pruning_group(g.root, tp.prune_conv_out_channels, idxs).prune()
-    gen.train(was_training)
-    after = {n: m.out_channels for n, m in conv_layers(gen)}
-    return {n: [before[n], after[n]] for n in before if n in after and before[n] != after[n]}
 
 
 def slimming_under_ddp_message(world_size: int) -> str:
@@ -305,7 +156,7 @@ class ChannelSparsity(L.Callback):
             if state.get("pruned"):  # pruned mid-run: the checkpoint holds the pruned structure, without gates
                 restore_structure(pl_module, str(resume))
                 self.load_state_dict(state)
-                _append_log(pl_module, self.entry)
+                append_log(pl_module, self.entry)
                 return
         require_sr_module(pl_module, KEY)
         gen = generator_of(pl_module, KEY)
@@ -356,8 +207,6 @@ class ChannelSparsity(L.Callback):
                         shrink, 1 - self.threshold, self.threshold)
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        from lightning_sr.cost import cost_from_config
-
         out = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None), latency=False)
         if self.evaluate:
             out.update(evaluate_psnr(trainer, pl_module, self.eval_images))
@@ -550,13 +399,11 @@ class ChannelSparsity(L.Callback):
                       "pruned_out_channels": changed, "after": after}
         if self._dense_macs:
             self.entry["macs_ratio"] = round(macs_small(pl_module.generator) / self._dense_macs, 4)  # same input as the dense count
-        _append_log(pl_module, self.entry)
-        from lightning_sr.compression.common import adapt_generator_on_load
-
+        append_log(pl_module, self.entry)
         adapt_generator_on_load(pl_module)
         self._log(trainer, {f"compression/{self.name}/{k}_after": float(after[k]) for k in ("psnr", "params", "macs")
                             if k in after})
-        log.info("%s: pruned at step %d: %s", KEY, trainer.global_step, _short(after))
+        log.info("%s: pruned at step %d: %s", KEY, trainer.global_step, short(after))
         if trainer.max_steps and trainer.global_step < trainer.max_steps:  # fine-tuning goes on: new parameters
             rebuild_optimizers(trainer)  # new parameters; the LR schedule goes on where it was
 

@@ -1,7 +1,5 @@
 """What every structural compression callback shares (written once, used by all of them).
 
-* :func:`check` / :func:`check_choice`: validate a callback argument, one-line :class:`ConfigError`
-  naming the config key, the value and the fix.
 * :func:`evaluate_psnr`: PSNR of the generator on the validation sets of the datamodule, through the module's
   own evaluation path (:meth:`SRBaseModule.evaluate_datasets`): every image on every DDP rank, so every rank
   logs the same numbers.
@@ -21,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +26,14 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_sr.errors import ConfigError, require
-from lightning_sr.models import named_outputs
+from lightning_sr.checkpoint import generator_from_checkpoint, read_checkpoint
+from lightning_sr.cost import cost_from_config
+from lightning_sr.errors import ConfigError, check, require
+from lightning_sr.metrics import METRIC_MODES
+from lightning_sr.models import adapt_to_state_dict
+from lightning_sr.summary import mean_metrics
 
 log = logging.getLogger(__name__)
-
-
-# ----- argument checks --------------------------------------------------------------------------------------
-def check(cond: bool, key: str, value: Any, fix: str) -> None:
-    """``ConfigError("<key>=<value> <fix>")`` unless ``cond``: the one way callbacks validate values."""
-    require(bool(cond), f"{key}={value!r} {fix}")
-
-
-def check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    check(value in choices, key, value, f"is not supported; use one of {', '.join(choices)}")
 
 
 def generator_of(pl_module: L.LightningModule, what: str) -> nn.Module:
@@ -57,20 +47,13 @@ def generator_of(pl_module: L.LightningModule, what: str) -> nn.Module:
 def require_sr_module(pl_module: L.LightningModule, what: str) -> None:
     """Channel pruning, channel sparsity and quantization act on super-resolution generators (their protected image
     output layers, their PSNR); a classifier (task=classify) is refused in one line instead of failing inside."""
-    from lightning_sr.modules.classify import ClassifyModule
-
-    require(not isinstance(pl_module, ClassifyModule),
+    require(getattr(pl_module, "task", "sr") == "sr",
             f"{what} compresses super-resolution generators; task=classify (model.arch="
             f"{getattr(pl_module, 'generator_spec', {}).get('arch')!r}) is not supported; use model=srresnet, srgan "
             f"or multi_exit (classifiers: model.conv=recycle, compression=distill)")
 
 
 # ----- evaluation -------------------------------------------------------------------------------------------
-def _outputs(gen: nn.Module, lr: torch.Tensor) -> list[torch.Tensor]:
-    """Every output of the generator (all exits of a multi-exit model, else the one output)."""
-    return list(named_outputs(gen, lr).values())
-
-
 def _val_sets(trainer: L.Trainer) -> list:
     dm = trainer.datamodule
     return dm.sets("val") if dm is not None and hasattr(dm, "sets") else []
@@ -94,9 +77,6 @@ def evaluate_metrics(trainer: L.Trainer, pl_module: L.LightningModule, max_image
     per set (``{"psnr": .., "ssim": .., "sets": {set: {"psnr": .., "ssim": ..}}}``), through the module's own
     evaluation path: what the run's own metrics.json holds for the trained model, for another generator (a
     distillation teacher)."""
-    from lightning_sr.metrics import METRIC_MODES
-    from lightning_sr.summary import mean_metrics
-
     sets = _val_sets(trainer)
     if not sets:
         return {}
@@ -136,8 +116,6 @@ def restore_structure(pl_module: L.LightningModule, ckpt_path: str) -> dict[str,
     """Give ``pl_module.generator`` the (compressed) architecture stored in ``ckpt_path``; returns the checkpoint.
 
     Used when a compressed run resumes: the structure is taken from the checkpoint, not recomputed."""
-    from lightning_sr.checkpoint import generator_from_checkpoint, read_checkpoint
-
     ckpt = read_checkpoint(ckpt_path, "resumed checkpoint")
     gen, spec = generator_from_checkpoint(ckpt, ckpt_path, what="resumed checkpoint")
     old = getattr(pl_module, "generator", None)
@@ -155,8 +133,6 @@ def adapt_generator_on_load(pl_module: L.LightningModule) -> None:
     A resumed run re-applies the compression to the same ``model.init_from`` weights, which gives the same
     shapes, except where the ranking is not bit-reproducible (global Taylor pruning on a GPU): then the
     per-layer channel counts of the checkpoint win instead of a size-mismatch error."""
-    from lightning_sr.models import adapt_to_state_dict
-
     if getattr(pl_module, "_lsr_adapt_on_load", None) is not None:
         return
 
@@ -213,7 +189,7 @@ class StructuralCompression(L.Callback):
             state = (ckpt.get("callbacks") or {}).get(self.state_key) or {}
             self.load_state_dict(state)
             if self.entry is not None:
-                _append_log(pl_module, self.entry)
+                append_log(pl_module, self.entry)
             self.applied = True
             log.info("%s: resuming %s, structure taken from the checkpoint (%s)", self.name, resume,
                      pl_module.generator_spec)
@@ -230,10 +206,10 @@ class StructuralCompression(L.Callback):
         after = self._measure(trainer, pl_module)
         self.entry = {"technique": self.name, **self.config(), **details, "before": before, "after": after}
         adapt_generator_on_load(pl_module)
-        _append_log(pl_module, self.entry)
+        append_log(pl_module, self.entry)
         self._log_metrics(trainer, before, after)
         self.applied = True
-        log.info("%s: %s -> %s", self.name, _short(before), _short(after))
+        log.info("%s: %s -> %s", self.name, short(before), short(after))
 
     def state_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "entry": self.entry}
@@ -244,8 +220,6 @@ class StructuralCompression(L.Callback):
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        from lightning_sr.cost import cost_from_config
-
         out: dict[str, Any] = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None),
                                                latency=False)
         if self.evaluate:
@@ -274,8 +248,6 @@ def log_values(trainer: L.Trainer, values: dict[str, float], what: str) -> None:
 
 def resumed_state(ckpt_path: str | Path, state_key: str) -> dict[str, Any]:
     """A callback's state in the checkpoint a run resumes from (empty when it has none)."""
-    from lightning_sr.checkpoint import read_checkpoint
-
     return (read_checkpoint(str(ckpt_path), "resumed checkpoint").get("callbacks") or {}).get(state_key) or {}
 
 
@@ -306,7 +278,7 @@ def rebuild_optimizers(trainer: L.Trainer) -> None:
             g["lr"] = lr
 
 
-def _append_log(pl_module: L.LightningModule, entry: dict[str, Any]) -> None:
+def append_log(pl_module: L.LightningModule, entry: dict[str, Any]) -> None:
     logs = getattr(pl_module, "compression_log", None)
     if logs is None:
         logs = []
@@ -314,10 +286,11 @@ def _append_log(pl_module: L.LightningModule, entry: dict[str, Any]) -> None:
     logs.append(entry)
 
 
-def _short(m: dict[str, Any]) -> str:
+def short(m: dict[str, Any]) -> str:
     psnr = f"PSNR {m['psnr']:.3f} dB, " if "psnr" in m else ""
     return f"{psnr}{m['params']} params, {m['macs'] / 1e6:.1f} MMACs@{m['macs_input']}"
 
 
-__all__ = ["ConfigError", "StructuralCompression", "adapt_generator_on_load", "calibration_batch", "check", "check_choice",
-           "evaluate_psnr", "generator_of", "restore_structure"]
+__all__ = ["ConfigError", "StructuralCompression", "adapt_generator_on_load", "append_log", "calibration_batch",
+           "evaluate_psnr", "generator_of", "log_values", "rebuild_optimizers", "restore_structure", "resumed_state",
+           "short"]

@@ -32,10 +32,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_sr.compression.common import _append_log, check, check_choice, evaluate_metrics, generator_of
-from lightning_sr.errors import ConfigError, require
+from lightning_sr.checkpoint import generator_from_checkpoint, read_checkpoint
+from lightning_sr.compression.common import append_log, evaluate_metrics, generator_of
+from lightning_sr.cost import cost_from_config
+from lightning_sr.errors import ConfigError, check, check_choice, require
 from lightning_sr.losses import pixel_loss
 from lightning_sr.models import named_outputs
+from lightning_sr.models.graph import GraphGenerator
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +86,6 @@ class Distillation(L.Callback):
     def __init__(self, teacher: str | None = None, output_weight: float = 1.0, output_loss: str = "l1",
                  features: list | None = None, feature_weight: float = 1.0, fakd: list | None = None,
                  fakd_weight: float = 1.0, adapter_lr: float = 1e-4, evaluate: bool = True):
-        from lightning_sr.checkpoint import read_checkpoint
-
         require(bool(teacher), f"{KEY}.teacher is not set; give the teacher's checkpoint: {KEY}.teacher=PATH")
         self.teacher_path = str(teacher)
         self._ckpt = read_checkpoint(self.teacher_path, f"{KEY}.teacher")  # missing or unreadable: one line, now
@@ -118,8 +119,6 @@ class Distillation(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self.teacher is not None:
             return
-        from lightning_sr.checkpoint import generator_from_checkpoint
-
         student = generator_of(pl_module, KEY)
         teacher, spec = generator_from_checkpoint(self._ckpt, self.teacher_path, what=f"{KEY}.teacher")
         self.student_names = {n for n, _ in student.named_modules()}
@@ -140,8 +139,6 @@ class Distillation(L.Callback):
     def _attach_student(self, pl_module: L.LightningModule) -> None:
         """Hooks on the student's layers and the adapters, once every other callback has shaped the student (pruned
         it, or restored its structure from a resumed checkpoint)."""
-        from lightning_sr.models.graph import GraphGenerator
-
         student = pl_module.generator
         if isinstance(student, GraphGenerator) and (self.feature_pairs or self.fakd_pairs):
             log.warning("%s: the student is a captured graph (QAT captured it before training, or the run resumed "
@@ -183,8 +180,6 @@ class Distillation(L.Callback):
         return self._feats["student"][s].shape[1], self._feats["teacher"][t].shape[1]
 
     def _measure_teacher(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning_sr.cost import cost_from_config
-
         cost = cost_from_config(self.teacher, getattr(pl_module, "cost_cfg", None), latency=False)
         self.info = {"path": self.teacher_path, "arch": self.teacher_spec.get("arch"),
                      "res_blocks": self.teacher_spec.get("res_blocks"), **cost}
@@ -195,7 +190,7 @@ class Distillation(L.Callback):
             finally:
                 pl_module.generator = student
         pl_module.teacher_info = self.info
-        _append_log(pl_module, {"technique": self.name, "teacher": self.info,
+        append_log(pl_module, {"technique": self.name, "teacher": self.info,
                                 "weights": {"output": self.output_weight, "feature": self.feature_weight,
                                             "fakd": self.fakd_weight},
                                 "features": self.feature_pairs, "fakd": self.fakd_pairs})

@@ -2,7 +2,7 @@
 quantization (``compression=ptq``), both ending in an int8 program that is smaller and faster on a CPU.
 
 Both capture the generator with ``torch.export`` (dynamic batch, height and width) and quantize it with torchao's
-PT2E flow and :class:`lightning_sr.compression.quant.SRQuantizer` (x86 recipe plus SR-specific options); the
+PT2E flow and :class:`lightning_sr.transforms.quant.SRQuantizer` (x86 recipe plus SR-specific options); the
 model definitions do not change: the captured graph wraps the generator (:class:`~lightning_sr.models.graph.
 GraphGenerator`) and takes its place.
 
@@ -14,7 +14,7 @@ GraphGenerator`) and takes its place.
   the generator goes back to the fp32 model with the trained weights (the run's final metrics).
   With channel sparsity still learning gates at step 0 (``start_step: 0`` and a mid-run ``prune_at_step``, as in
   ``experiment=gan_slimming``), the gated generator is fake-quantized eagerly from the first step
-  (:mod:`lightning_sr.compression.eager_quant`, the same fake quantizers); at the removal they come off, the slim
+  (:mod:`lightning_sr.transforms.eager_quant`, the same fake quantizers); at the removal they come off, the slim
   generator is captured and prepared, and the activation ranges learned so far are carried into the graph, which
   trains on to the end. ``start_step >= prune_at_step`` keeps the late join (fp32 until the removal).
 * :class:`PTQ`: no training. At the start of training it stops the trainer; at the end of fit it captures the
@@ -32,6 +32,7 @@ again in ``setup`` before Lightning loads it (``trainer.ckpt_path``), and re-app
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -40,18 +41,33 @@ import lightning as L
 import torch
 from torch import nn
 
+from lightning_sr.callbacks import LastCheckpoint
+from lightning_sr.checkpoint import QAT_KEY, load_fp32_state, load_int8
 from lightning_sr.compression.common import (
-    _append_log,
-    _short,
-    check,
+    append_log,
+    calibration_batch,
     evaluate_psnr,
     generator_of,
     log_values,
     rebuild_optimizers,
     require_sr_module,
     resumed_state,
+    short,
 )
-from lightning_sr.errors import ConfigError, require
+from lightning_sr.cost import compiled_latency_ms, cost_from_config, state_dict_bytes
+from lightning_sr.errors import ConfigError, check, require
+from lightning_sr.models import build_generator, named_outputs
+from lightning_sr.models.graph import COPIED_ATTRS, GraphGenerator
+from lightning_sr.modules.video import VideoSRModule
+from lightning_sr.summary import results_summary
+from lightning_sr.transforms import int8_io
+
+try:
+    from lightning_sr.transforms import eager_quant, quant
+except ImportError as _e:  # torchao is optional until a quantization callback is built: require_torchao() says so
+    if not str(_e.name or "").startswith("torchao"):
+        raise
+    eager_quant = quant = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +78,6 @@ TORCHAO = "torchao"
 def require_torchao(key: str = "compression=qat|ptq") -> None:
     """One-line ConfigError when torchao (the PT2E quantization flow) cannot be imported; called before anything
     is trained or captured."""
-    import importlib
-
     try:
         importlib.import_module(TORCHAO)
     except ImportError as e:
@@ -90,10 +104,8 @@ class Quantization(L.Callback):
                  evaluate: bool = True, eval_images: int | None = None):
         key = f"compression.{self.name}"
         require_torchao(f"compression={self.name}")
-        from lightning_sr.compression.quant import QuantSettings, check_settings
-
-        self.settings = QuantSettings(shuffle_int8, act_int8, skip_fp32, list(fp32_layers or []), reduce_range)
-        check_settings(key, self.settings)
+        self.settings = quant.QuantSettings(shuffle_int8, act_int8, skip_fp32, list(fp32_layers or []), reduce_range)
+        quant.check_settings(key, self.settings)
         check(isinstance(compile, bool), f"{key}.compile", compile, "must be true or false")
         check(isinstance(evaluate, bool), f"{key}.evaluate", evaluate, "must be true or false")
         check(eval_images is None or (isinstance(eval_images, int) and eval_images > 0), f"{key}.eval_images",
@@ -123,8 +135,6 @@ class Quantization(L.Callback):
                            f"{', '.join([_cb_name(cb) for cb in comp if cb is not self] + [self.name])}]")
 
     def check_module(self, pl_module: L.LightningModule) -> nn.Module:
-        from lightning_sr.modules.video import VideoSRModule
-
         require(not isinstance(pl_module, VideoSRModule),
                 f"{self.key} quantizes image generators; the video module ({type(pl_module).__name__}) is not "
                 f"supported (use model=srresnet, srgan or multi_exit)")
@@ -133,9 +143,7 @@ class Quantization(L.Callback):
 
     def check_coverage(self, prepared, gen: nn.Module) -> list[str]:
         """ConfigError naming the layers when the quantizer covers none of them; the uncovered ones otherwise."""
-        from lightning_sr.compression.quant import covered_layers
-
-        covered, missed = covered_layers(prepared, gen)
+        covered, missed = quant.covered_layers(prepared, gen)
         fp32 = self.settings.fp32_layers
         require(bool(covered), f"{self.key}: the quantizer covers none of the model's layers ("
                                f"{', '.join(f'{n} ({type(gen.get_submodule(n)).__name__})' for n in missed[:8])}"
@@ -150,8 +158,6 @@ class Quantization(L.Callback):
 
     # ----- measurements -----------------------------------------------------------------------------------------
     def measure_fp32(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        from lightning_sr.cost import cost_from_config
-
         out: dict[str, Any] = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None),
                                                latency=False)
         if self.evaluate:
@@ -160,8 +166,6 @@ class Quantization(L.Callback):
 
     def artefact_path(self, trainer: L.Trainer) -> tuple[Path, Path]:
         """(int8.pt2, the fp32 last.ckpt it comes from) in the run's checkpoints folder."""
-        from lightning_sr.callbacks import LastCheckpoint
-
         last = next((cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
         folder = Path(last).parent if last else Path(trainer.default_root_dir) / "checkpoints"
         return folder / ARTEFACT, Path(last) if last else folder / "last.ckpt"
@@ -169,16 +173,12 @@ class Quantization(L.Callback):
     def finish(self, trainer: L.Trainer, pl_module: L.LightningModule, prepared, outputs: list[str],
                details: dict[str, Any]) -> None:
         """Convert ``prepared``, write the artefact, evaluate and measure it; ``pl_module.generator`` is fp32."""
-        from lightning_sr.checkpoint import load_int8
-        from lightning_sr.compression.quant import convert, layer_precisions, save_int8, summarize_layers
-        from lightning_sr.models.graph import COPIED_ATTRS
-
-        int8 = convert(prepared.cpu())
+        int8 = quant.convert(prepared.cpu())
         if self.qat:  # the int8 program is the network that was trained: its 8-bit output against the graph's
             details = {**details, "int8_vs_fake_quant": self.compare_with_fake_quant(trainer, pl_module, prepared,
                                                                                      int8)}
-        rows = layer_precisions(int8)
-        layers = summarize_layers(rows)
+        rows = quant.layer_precisions(int8)
+        layers = quant.summarize_layers(rows)
         path, source = self.artefact_path(trainer)
         gen = pl_module.generator
         meta = {"technique": self.name, "generator": dict(pl_module.generator_spec), "outputs": outputs,
@@ -188,7 +188,7 @@ class Quantization(L.Callback):
                 "global_step": int(trainer.global_step), "quantizer": self.settings.describe(self.qat),
                 **details, "layers": rows}
         if trainer.is_global_zero:
-            save_int8(int8, path, meta)
+            int8_io.save_int8(int8, path, meta)
         trainer.strategy.barrier()
         int8_gen, _ = load_int8(path, what="int8 model")  # what evaluate.py will get: the file, not the object
         results = self.evaluate_int8(trainer, pl_module, int8_gen, path)
@@ -209,19 +209,16 @@ class Quantization(L.Callback):
     def compare_with_fake_quant(trainer: L.Trainer, pl_module: L.LightningModule, prepared, int8) -> dict[str, Any]:
         """Max and mean difference, in 8-bit output levels, between the fake-quantized graph (eval mode) and the
         converted int8 program on a centre crop of the first validation image (the first output)."""
-        from lightning_sr.compression.common import calibration_batch
-        from lightning_sr.compression.quant import set_mode
-
         try:
             lr, _ = calibration_batch(trainer, pl_module, images=1, crop=48)
         except ConfigError:
             return {}
         was = getattr(prepared, "_exported_training", True)
-        set_mode(prepared, False)
+        quant.set_mode(prepared, False)
         with torch.no_grad():
             a, b = (out[0] if isinstance(out, (tuple, list)) else out
                     for out in (prepared(lr.cpu()), int8(lr.cpu())))
-        set_mode(prepared, bool(was))
+        quant.set_mode(prepared, bool(was))
         levels = ((a.clamp(0, 1) * 255).round() - (b.clamp(0, 1) * 255).round()).abs()
         return {"max_8bit": float(levels.max()), "mean_8bit": round(float(levels.mean()), 4),
                 "input": "x".join(map(str, lr.shape[1:]))}
@@ -229,10 +226,6 @@ class Quantization(L.Callback):
     def evaluate_int8(self, trainer: L.Trainer, pl_module: L.LightningModule, int8_gen: nn.Module,
                       path: Path) -> dict[str, Any]:
         """Size, latency (compiled int8 vs compiled fp32) and quality of the int8 model, on the CPU."""
-        from lightning_sr.cost import compiled_latency_ms, cost_from_config, state_dict_bytes
-        from lightning_sr.models import named_outputs
-        from lightning_sr.summary import results_summary
-
         cfg = dict(getattr(pl_module, "cost_cfg", None) or {})
         fp32 = pl_module.generator
         c = cost_from_config(int8_gen, cfg, latency=False)
@@ -306,8 +299,6 @@ class QAT(Quantization):
                 "freeze_bn_after": self.freeze_bn_after, "start_step": self.join_step}
 
     def prepared(self, pl_module: L.LightningModule):
-        from lightning_sr.models.graph import GraphGenerator
-
         gen = getattr(pl_module, "generator", None)
         return gen.captured if isinstance(gen, GraphGenerator) and self.start_step is not None else None
 
@@ -342,14 +333,12 @@ class QAT(Quantization):
 
     def start_eager(self, trainer: L.Trainer, pl_module: L.LightningModule, resumed: bool) -> None:
         """Fake-quantize the (gated) generator in place until the structure is final."""
-        from lightning_sr.compression import eager_quant
-
         gen = self.check_module(pl_module)
         gen.to(trainer.strategy.root_device)
         if not resumed:
             self.open_entry(trainer, pl_module, fake_quant_from_step=int(trainer.global_step))
         if self.entry is not None:
-            _append_log(pl_module, self.entry)
+            append_log(pl_module, self.entry)
         n = eager_quant.attach(gen, self.settings)
         self._gen_ref = gen
         if resumed and self._resumed_attached:
@@ -367,8 +356,6 @@ class QAT(Quantization):
     def before_structure_change(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Declared hook, called by a callback about to change the generator's structure: take the eager fake
         quantizers off (channel surgery and its tracing see the plain model); their ranges are kept."""
-        from lightning_sr.compression import eager_quant
-
         if self.eager and self.eager_states is None:
             self.eager_states = eager_quant.detach(pl_module.generator)
 
@@ -406,8 +393,6 @@ class QAT(Quantization):
 
     def capture(self, trainer: L.Trainer, pl_module: L.LightningModule, resumed: bool) -> None:
         """Capture the generator, prepare it for QAT and put the fake-quantized graph in its place."""
-        from lightning_sr.compression import quant
-
         gen = self.check_module(pl_module)
         device = trainer.strategy.root_device
         resume = trainer.ckpt_path if resumed else None
@@ -419,12 +404,10 @@ class QAT(Quantization):
                 self.open_entry(trainer, pl_module)
             self.start_step = int(trainer.global_step)
         if self.entry is not None:
-            _append_log(pl_module, self.entry)
+            append_log(pl_module, self.entry)
         gm, self.outputs, features = quant.capture(gen.cpu(), training=True)
         prepared = quant.prepare(gm, self.settings, qat=True)
         if self.eager_states is not None and not resumed:  # the ranges the gated network learned go on
-            from lightning_sr.compression import eager_quant
-
             carried = eager_quant.carry_ranges(prepared, self.eager_states)
             eager_quant.observe_weights(prepared)  # the folded, pruned weights' own per-channel ranges
             if self.entry is not None:
@@ -442,8 +425,6 @@ class QAT(Quantization):
                  f", resuming {resume}" if resume else "")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        from lightning_sr.compression import quant
-
         gm = self.prepared(pl_module)
         if gm is None:
             waiting = self.eager and self.eager_states is None  # the gated network trains fake-quantized eagerly
@@ -465,15 +446,10 @@ class QAT(Quantization):
             pl_module.generator.train(True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        from lightning_sr.checkpoint import QAT_KEY
-
         if self.prepared(pl_module) is not None:
             checkpoint[QAT_KEY] = {"prefix": "captured.", "settings": self.settings.describe(True)}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning_sr.checkpoint import load_fp32_state
-        from lightning_sr.models import build_generator
-
         prepared = self.prepared(pl_module)
         if self.start_step is None and not self.finished:
             log.warning("%s: the run ended at step %d before QAT joined (start_step=%d): no int8 model", self.key,
@@ -489,13 +465,11 @@ class QAT(Quantization):
                    "frozen": dict(self.frozen)}
         self.finish(trainer, pl_module, prepared, self.outputs, details)
         if self.entry is not None:
-            log.info("%s: %s -> int8 %s", self.name, _short(self.entry["before"]), self.entry.get("after"))
+            log.info("%s: %s -> int8 %s", self.name, short(self.entry["before"]), self.entry.get("after"))
 
     def state_dict(self) -> dict[str, Any]:
         out = {**super().state_dict(), "start_step": self.start_step, "frozen": dict(self.frozen), "eager": self.eager}
         if self.eager and self.start_step is None:  # the eager fake quantizers' ranges (taken off, or attached)
-            from lightning_sr.compression import eager_quant
-
             out["eager_states"] = self.eager_states
             if self.eager_states is None and self._gen_ref is not None:
                 out["eager_attached"] = eager_quant.states(self._gen_ref)
@@ -561,13 +535,11 @@ class PTQ(Quantization):
                     n += 1
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning_sr.compression import quant
-
         if self.finished:
             return
         gen = self.check_module(pl_module)
         self.entry = {"technique": self.name, **self.config(), "before": self.measure_fp32(trainer, pl_module)}
-        _append_log(pl_module, self.entry)
+        append_log(pl_module, self.entry)
         device = next(gen.parameters()).device
         gm, outputs, _ = quant.capture(gen.cpu(), training=False)
         gen.to(device)

@@ -9,9 +9,11 @@ from importlib import import_module
 _WHERE = {
     "SRDataModule": "datamodule", "resolve_sets": "datamodule", "validate_data_config": "datamodule",
     "EvalImageDataset": "datasets", "ImageSet": "datasets", "TrainPatchDataset": "datasets", "load_pairs": "datasets",
-    "degrade": "degradation", "list_images": "io", "read_rgb": "io",
+    "degrade": "degradation",
 }
-_OPS = ("bicubic_downscale", "bicubic_upscale", "imresize")
+# leaves of lightning_sr.ops, also reachable from here
+_OPS = {"bicubic_downscale": "imresize", "bicubic_upscale": "imresize", "imresize": "imresize",
+        "list_images": "image_io", "read_rgb": "image_io"}
 
 __all__ = sorted([*_WHERE, *_OPS])
 
@@ -20,5 +22,5 @@ def __getattr__(name: str):
     if name in _WHERE:
         return getattr(import_module(f"lightning_sr.data.{_WHERE[name]}"), name)
     if name in _OPS:
-        return getattr(import_module("lightning_sr.ops.imresize"), name)
+        return getattr(import_module(f"lightning_sr.ops.{_OPS[name]}"), name)
     raise AttributeError(f"module 'lightning_sr.data' has no attribute {name!r}")

@@ -42,10 +42,11 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_sr.data.base import EvalSetsMixin
 from lightning_sr.data.cache import cache_root
 from lightning_sr.data.datasets import TEST, VAL
-from lightning_sr.data.io import list_images, read_rgb
+from lightning_sr.data.embedded import load_photo, png_bytes
 from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import DataError, require
 from lightning_sr.fs import atomic_write
+from lightning_sr.ops.image_io import list_images, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +183,12 @@ def embedded_folders(root: str | Path | None = None, side: int = 128, tile: int 
     """Write the embedded 10-class tile set once (image-folder layout) and return its root."""
     from PIL import Image
 
-    from lightning_sr.data.embedded import _load, _png_bytes
-
     base = Path(root).expanduser() if root else cache_root() / "embedded_classify"
     done = base / ".complete"
     if done.is_file() and done.read_text().strip() == EMBEDDED_VERSION:
         return base
     for name in EMBEDDED_CLASSES:
-        img = _load(name)
+        img = load_photo(name)
         img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
         h, w = img.shape[:2]
         s = side / min(h, w)
@@ -205,7 +204,7 @@ def embedded_folders(root: str | Path | None = None, side: int = 128, tile: int 
                     part = "test"
                 else:  # straddles the split: in neither set
                     continue
-                atomic_write(base / part / name / f"{k:04d}.png", _png_bytes(img[y:y + tile, x:x + tile]))
+                atomic_write(base / part / name / f"{k:04d}.png", png_bytes(img[y:y + tile, x:x + tile]))
                 k += 1
     atomic_write(done, EMBEDDED_VERSION + "\n")
     return base

@@ -17,8 +17,8 @@ from torch.utils.data import Dataset
 
 from lightning_sr.data.cache import cached_pair, entry_key, lr_file_source
 from lightning_sr.data.degradation import degrade
-from lightning_sr.data.io import list_images, read_rgb
 from lightning_sr.errors import DataError
+from lightning_sr.ops.image_io import list_images, read_rgb
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ VAL_IMAGES = ("astronaut", "coffee")
 MANIFEST = ".lsr_embedded.json"
 
 
-def _load(name: str) -> np.ndarray:
+def load_photo(name: str) -> np.ndarray:
     import skimage.data as skd
 
     if name == "motorcycle_left":
@@ -34,7 +34,7 @@ def default_cache_dir() -> Path:
     return cache_root()
 
 
-def _png_bytes(arr: np.ndarray) -> bytes:
+def png_bytes(arr: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -61,7 +61,7 @@ def materialize(root: str | Path | None = None) -> dict[str, Path]:
         for n in names:
             f = folder / f"{n}.png"
             if not f.exists():
-                atomic_write(f, _png_bytes(_load(n)))
+                atomic_write(f, png_bytes(load_photo(n)))
                 keep.add(f.name)
         for stale in sorted(ours - wanted):  # an image we wrote for an older image list leaves this split
             (folder / stale).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_sr.data.cache import cache_root
-from lightning_sr.data.embedded import _load
+from lightning_sr.data.embedded import load_photo
 from lightning_sr.fs import atomic_write
 
 TRAIN_PHOTOS = ("rocket", "hubble_deep_field", "retina", "motorcycle_left", "immunohistochemistry", "chelsea")
@@ -86,7 +86,7 @@ def materialize_clips(root: str | Path | None = None) -> dict[str, Path]:
             files = []
             for clip, photo, k in wanted:
                 seed = sum(map(ord, clip)) * 7919 + k
-                for t, frame in enumerate(render_clip(_load(photo), FRAMES, SIZE[split], seed)):
+                for t, frame in enumerate(render_clip(load_photo(photo), FRAMES, SIZE[split], seed)):
                     rel = f"{clip}/{t:04d}.png"
                     atomic_write(folder / rel, _png(frame))
                     files.append(rel)

@@ -46,8 +46,11 @@ from typing import Any
 import yaml
 
 from lightning_sr.cli import parse_bool
+from lightning_sr.data.degradation import gaussian_bd
+from lightning_sr.data.video import list_frames
 from lightning_sr.errors import ConfigError, DataError, LightningSRError, require
 from lightning_sr.fs import atomic_write, promote
+from lightning_sr.ops.image_io import read_rgb, write_rgb
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +241,6 @@ def make_reds_bd(extracted: Path, scale: int = 4, sigma: float = 1.5, progress: 
     """REDS BD LR frames: ``<clip>/LR_BD_x<scale>/<frame>.png`` beside every clip's frames, made with the project's
     OpenCV-exact BD degradation (:func:`lightning_sr.data.degradation.gaussian_bd`, the one data=reds uses)."""
     import torch
-
-    from lightning_sr.data.degradation import gaussian_bd
-    from lightning_sr.data.io import read_rgb, write_rgb
-    from lightning_sr.data.video import list_frames
 
     clips = sorted(p for split in ("train_sharp", "val_sharp") if (extracted / split).is_dir()
                    for p in (extracted / split).iterdir() if p.is_dir())

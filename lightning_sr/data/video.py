@@ -34,9 +34,10 @@ from lightning_sr.data.base import EvalSetsMixin
 from lightning_sr.data.cache import CACHE_MODES, cached_pair, entry_key, lr_file_source
 from lightning_sr.data.datasets import TEST, VAL
 from lightning_sr.data.degradation import DEGRADATIONS, degrade, flip_shift
-from lightning_sr.data.io import IMG_EXTS, read_rgb
+from lightning_sr.data.embedded_video import materialize_clips
 from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import ConfigError, DataError, require
+from lightning_sr.ops.image_io import IMG_EXTS, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +261,6 @@ class VideoDataModule(EvalSetsMixin, L.LightningDataModule):
     def _roots(self) -> dict[str, Any]:
         c = self.cfg
         if c.get("kind") == "embedded_video":
-            from lightning_sr.data.embedded_video import materialize_clips
-
             folders = materialize_clips(c.get("root"))
             return {"train": folders["train"], "val": [(c.get("val_name") or "embedded_video", folders["val"])],
                     "test": []}

@@ -17,6 +17,7 @@ import warnings
 import torch
 from torch import nn
 
+from lightning_sr.errors import WeightsError
 from lightning_sr.pretrained import load_state_dict_file, resolve_pretrained
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -53,8 +54,6 @@ class LPIPS(nn.Module):
             sliced = _features_to_slices(sd)
             missing = set(self.net.net.state_dict()) - set(sliced)
             if missing:
-                from lightning_sr.errors import WeightsError
-
                 raise WeightsError(f"{path} is not an AlexNet state dict (missing {sorted(missing)[:2]}...); "
                                    f"use torchvision's {ALEXNET_FILE}")
             self.net.net.load_state_dict(sliced)

@@ -55,3 +55,9 @@ def is_conv(module: nn.Module) -> bool:
 def conv_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """(name, module) of every convolution of ``model``, in definition order."""
     return ((n, m) for n, m in model.named_modules() if is_conv(m))
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` of ``model`` is (``body.0.conv1``: the child ``conv1`` of ``body.0``)."""
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    setattr(parent, name.rsplit(".", 1)[-1], new)

@@ -4,8 +4,9 @@ A gate is a parameter ``lsr_gate`` registered on the layer it scales (a convolut
 it) plus a forward hook that multiplies the layer's output channels by it; channels coupled by residual additions
 share one gate object. A gated generator saves its gates in its state dict (``<layer>.lsr_gate``), and
 :func:`lightning_sr.models.registry.adapt_to_state_dict` re-attaches them when such a checkpoint is loaded, so a
-checkpoint taken while gates are being learned evaluates exactly as it was validated. :func:`fold_gate` multiplies a
-gate into the layer's weight and bias and removes it (exact: the gate only scales that layer's output).
+checkpoint taken while gates are being learned evaluates exactly as it was validated.
+:func:`lightning_sr.transforms.channels.fold_gate` multiplies a gate into the layer's weight and bias and removes it
+(exact: the gate only scales that layer's output).
 A gate can repeat each value ``repeat`` times (a convolution before a PixelShuffle(r): r^2 filters per channel).
 
 Module replacement (``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, which Lightning runs on the whole model after
@@ -54,25 +55,6 @@ def gated_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if has_gate(m)]
 
 
-@torch.no_grad()
-def fold_gate(module: nn.Module) -> None:
-    """Multiply the gate into the layer's output channels (weight and bias; BatchNorm: weight and bias) and remove it."""
-    g = getattr(module, GATE).detach()
-    rep = getattr(module, "lsr_gate_repeat", 1)
-    g = g.repeat_interleave(rep) if rep > 1 else g
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        module.weight.mul_(g)
-        module.bias.mul_(g)
-    else:
-        out_dim = 1 if isinstance(module, nn.ConvTranspose2d) else 0
-        shape = [1] * module.weight.dim()
-        shape[out_dim] = -1
-        module.weight.mul_(g.view(shape))
-        if module.bias is not None:
-            module.bias.mul_(g)
-    detach_gate(module)
-
-
 def gates_by_name(model: nn.Module) -> dict[str, tuple[nn.Parameter, int]]:
     """{module name: (gate, repeat)} of every gated module (what :func:`carry_gates` needs to re-attach them)."""
     return {n: (getattr(m, GATE), getattr(m, "lsr_gate_repeat", 1)) for n, m in gated_modules(model)}
@@ -85,10 +67,3 @@ def carry_gates(model: nn.Module, gates: dict[str, tuple[nn.Parameter, int]]) ->
         module = model.get_submodule(name)
         if not has_gate(module) or getattr(module, GATE) is not gate:
             attach_gate(module, gate, rep)
-
-
-def fold_all_gates(model: nn.Module) -> int:
-    mods = gated_modules(model)
-    for _, m in mods:
-        fold_gate(m)
-    return len(mods)

@@ -8,7 +8,7 @@ multi-exit model, :func:`capture_target`), :class:`GraphMultiOutput` is a
 Train/eval: what ``.train()`` changes in an eager model (batch norm, dropout) is baked into a captured graph, and
 an exported graph refuses ``.train()``/``.eval()``. ``GraphGenerator.train(mode)`` sets the flags and calls the
 ``set_mode(graph, training)`` function its owner gave (QAT: torchao's ``move_exported_model_to_train/eval`` plus
-observer and batch-norm freezing, ``lightning_sr.compression.quant.set_mode``); without one (an int8 program:
+observer and batch-norm freezing, ``lightning_sr.transforms.quant.set_mode``); without one (an int8 program:
 inference only) it only sets the flags. Lightning restores modes after validation by writing the ``training``
 attributes directly, which bypasses this: the QAT callback calls ``.train()`` again at each training batch.
 """
@@ -22,6 +22,11 @@ import torch
 from torch import nn
 
 from lightning_sr.models.outputs import MAIN, MultiOutput, is_multi_output
+from lightning_sr.ops.compile import compile_cpu
+
+MIN_SIZE = 3  # smallest LR height/width a captured graph accepts (the bicubic skip's border needs 2 pixels)
+MAX_SIZE = 8192
+MAX_BATCH = 4096
 
 # attributes of the source generator that modules read (multi-exit: exit names); copied onto the wrapper
 COPIED_ATTRS = ("scale", "deepest", "exit_names", "exits", "res_blocks")
@@ -37,6 +42,18 @@ class _AllOutputs(nn.Module):
     def forward(self, x: torch.Tensor):
         outs, feats = self.gen.forward_outputs(x, return_features=True)
         return (*outs.values(), *feats.values())
+
+
+def export_dims() -> dict[int, Any]:
+    """The dynamic batch, height and width every generator is captured (and an int8 program saved) with."""
+    d = torch.export.Dim
+    return {0: d("N", min=1, max=MAX_BATCH), 2: d("H", min=MIN_SIZE, max=MAX_SIZE),
+            3: d("W", min=MIN_SIZE, max=MAX_SIZE)}
+
+
+def example_input(channels: int = 3, device: torch.device | str = "cpu") -> torch.Tensor:
+    # batch 2 and H != W: a size-1 or duplicated size would be specialised by torch.export
+    return torch.rand(2, channels, 16, 20, device=device)
 
 
 def capture_target(gen: nn.Module) -> tuple[nn.Module, list[str], bool]:
@@ -104,10 +121,8 @@ class GraphGenerator(nn.Module):
         return self
 
     def compiled(self) -> GraphGenerator:
-        """The same generator running its graph compiled for the CPU (:func:`lightning_sr.cost.compile_cpu`:
+        """The same generator running its graph compiled for the CPU (:func:`lightning_sr.ops.compile.compile_cpu`:
         inductor with freezing; for an int8 program, oneDNN int8 kernels). Inference only."""
-        from lightning_sr.cost import compile_cpu
-
         return GraphGenerator.wrap(self.captured, self.outputs, features=self.features, attrs=self.attrs(),
                                    runner=compile_cpu(self.captured)).train(False)
 
@@ -138,4 +153,5 @@ class GraphMultiOutput(MultiOutput, GraphGenerator):
         return list(self.outputs)
 
 
-__all__ = ["COPIED_ATTRS", "GraphGenerator", "GraphMultiOutput", "capture_target", "release_target"]
+__all__ = ["COPIED_ATTRS", "GraphGenerator", "GraphMultiOutput", "capture_target", "example_input", "export_dims",
+           "release_target"]

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sr.errors import ConfigError, require
-from lightning_sr.models.conv import conv_layers, register_conv
+from lightning_sr.models.conv import conv_layers, register_conv, replace_module
 
 KIND = "recycle"
 CONV_CHOICES = ("normal", KIND)
@@ -169,12 +169,10 @@ def recycled_layers(model: nn.Module) -> list[str]:
 def materialize(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every :class:`RecycleConv2d` replaced by an ``nn.Conv2d`` holding its full weight;
     same parameter names, so the state dict loads into the architecture built with ``conv=normal``."""
-    from lightning_sr.models.registry import _replace
-
     out = copy.deepcopy(model)
     for name, mod in list(out.named_modules()):
         if isinstance(mod, RecycleConv2d):
-            _replace(out, name, mod.to_conv2d())
+            replace_module(out, name, mod.to_conv2d())
     args = getattr(out, "_srresnet_args", None)  # a multi-exit model builds its exported exits from these
     if isinstance(args, dict) and "conv" in args:
         args["conv"] = "normal"

@@ -37,7 +37,7 @@ from lightning_sr.models.blocks import ResidualBlock
 from lightning_sr.models.conv import is_conv, make_conv
 from lightning_sr.models.recycle import check_width, conv_choice
 from lightning_sr.models.registry import register
-from lightning_sr.ops.imresize import bicubic_upscale
+from lightning_sr.ops.imresize import ALIGNS, bicubic_upscale
 
 VIDEO_SCALES = (2, 4, 8)
 
@@ -140,8 +140,6 @@ class FRNet(nn.Module):
     def __init__(self, res_blocks: int = 10, channels: int = 64, scale: int = 4, conv: str = "normal",
                  skip_align: str = "corner", recycle: dict | None = None):
         super().__init__()
-        from lightning_sr.ops.imresize import ALIGNS
-
         require(skip_align in ALIGNS, f"model.skip_align={skip_align!r} is not supported; use one of {', '.join(ALIGNS)}")
         require(scale in VIDEO_SCALES, f"scale={scale} is not supported by the video generator (two-fold transposed "
                                        f"convolutions); use one of {', '.join(map(str, VIDEO_SCALES))}")

@@ -40,6 +40,9 @@ class CosineLR(torch.optim.lr_scheduler.CosineAnnealingLR):
 class TaskModule(L.LightningModule):
     # optimiser steps per training batch (trainer.global_step advances by this much per batch)
     optimizer_steps_per_batch = 1
+    # what the module's network does: "sr" (an image generator scored by PSNR) or "classify"; compression callbacks
+    # read it (a declared capability) instead of importing module classes
+    task = "sr"
 
     def __init__(self, generator_spec: dict[str, Any], scale: int, optim: dict | None = None,
                  scheduler: dict | None = None, val: dict | None = None, metrics: dict | None = None,

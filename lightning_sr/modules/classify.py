@@ -29,6 +29,8 @@ LOSSES = ("cross_entropy",)
 
 
 class ClassifyModule(EvaluationLoop, TaskModule):
+    task = "classify"
+
     def __init__(self, generator_spec: dict[str, Any], scale: int = 1, loss: str = "cross_entropy",
                  label_smoothing: float = 0.0, **kwargs: Any):
         self.check_config({"loss": loss, "label_smoothing": label_smoothing})

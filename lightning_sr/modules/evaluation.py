@@ -31,10 +31,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lightning_sr.data.io import write_rgb
 from lightning_sr.inference import sr_outputs, to_uint8
 from lightning_sr.metrics import METRIC_MODES, psnr, ssim
 from lightning_sr.models import output_names
+from lightning_sr.ops.image_io import write_rgb
 from lightning_sr.ops.imresize import bicubic_upscale
 
 log = logging.getLogger(__name__)

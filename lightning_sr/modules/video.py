@@ -33,7 +33,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lightning_sr.data.io import write_rgb
 from lightning_sr.data.video import FRAME_INDEX
 from lightning_sr.errors import require
 from lightning_sr.inference import WARMUP_FRAMES, is_recurrent, stream_frames, to_uint8
@@ -44,6 +43,7 @@ from lightning_sr.models.video import upscale_flow
 from lightning_sr.modules.evaluation import aggregate
 from lightning_sr.modules.gan import GANMixin
 from lightning_sr.modules.sr import SRBaseModule
+from lightning_sr.ops.image_io import write_rgb
 from lightning_sr.ops.imresize import bicubic_upscale
 
 log = logging.getLogger(__name__)

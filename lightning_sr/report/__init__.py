@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning_sr.errors import LightningSRError
 from lightning_sr.report.collect import BICUBIC, MEASURED, PUBLISHED, SweepReport, collect
 from lightning_sr.report.csv_table import csv_columns, write_csv
 from lightning_sr.report.html import write_html
@@ -60,8 +61,6 @@ def make_report(sweep_dir: str | Path, published: str | None = None, plots: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lightning_sr.errors import LightningSRError
-
     ap = argparse.ArgumentParser(prog="lsr-report", description=__doc__.split("\n\n")[0])
     ap.add_argument("sweep_dir", help="a multirun folder, e.g. outputs/<name>/multiruns/<time>")
     ap.add_argument("--published", default=None,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_sr.errors import ConfigError
 from lightning_sr.overrides import sweep_name
 from lightning_sr.report.compare import (
     Unit,
@@ -78,7 +79,7 @@ def _published_name(jobs: list[Job], override: str | None) -> str | None:
     return None
 
 
-def _ordered(seen: list[str], new) -> None:
+def ordered(seen: list[str], new) -> None:
     for x in new:
         if x not in seen:
             seen.append(x)
@@ -97,8 +98,6 @@ def collect(sweep_dir: str | Path, published: str | None = None, reference: str 
     ``reference`` (default: the jobs' ``report.reference``) names the row every other row is compared with
     (paired bootstrap over per_image.csv); matched published rows give the ``reproduced`` verdict."""
     from omegaconf import OmegaConf
-
-    from lightning_sr.errors import ConfigError
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -134,9 +133,9 @@ def collect(sweep_dir: str | Path, published: str | None = None, reference: str 
             if before is not None:  # started from a trained checkpoint: its training counts in the budget
                 row["steps_total"] = int(row.get("global_step") or 0) + before[0]
                 row["images_total"] = int(seen or 0) + before[1]
-            _ordered(sets, (j.metrics.get("sets") or {}).keys())
+            ordered(sets, (j.metrics.get("sets") or {}).keys())
             for ex in (j.metrics.get("exits") or {}).values():
-                _ordered(exits, ex.keys())
+                ordered(exits, ex.keys())
             for s, v in bicubic_values(j.metrics).items():
                 bicubic.setdefault(s, v)
             name = name or j.metrics.get("name")

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_sr.errors import ConfigError
+from lightning_sr.manifest import read_manifest
 from lightning_sr.report.jobs import Job, load_job
 from lightning_sr.report.stats import SEED_KEY, delta, group_key, group_name, mean_std, read_per_image
 from lightning_sr.summary import METRICS
@@ -129,8 +131,6 @@ def _matches(unit: Unit, wanted: list[tuple[str | None, str]]) -> bool:
 def find_reference(units: list[Unit], ref: str) -> Unit:
     """The row ``ref`` names (``model.res_blocks=1``, ``res_blocks:1``, or the value alone when one key is swept);
     a one-line :class:`ConfigError` listing the valid names otherwise."""
-    from lightning_sr.errors import ConfigError
-
     hits = [u for u in units if u.name == ref] or [u for u in units if _matches(u, _parse_reference(ref))]
     if len(hits) != 1:
         names = ", ".join(u.name for u in units)
@@ -236,8 +236,6 @@ def _int(v: Any) -> str:
 
 
 def job_machine(job: Job) -> str | None:
-    from lightning_sr.manifest import read_manifest
-
     man = read_manifest(job.dir)
     return str(man["machine"]) if man and man.get("machine") else None
 

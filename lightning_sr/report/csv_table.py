@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from lightning_sr.report.collect import SweepReport, _ordered
+from lightning_sr.report.collect import SweepReport, ordered
 from lightning_sr.report.compare import STD
 from lightning_sr.summary import COST_KEYS, METRICS
 
@@ -16,16 +16,16 @@ def csv_columns(rep: SweepReport) -> list[str]:
     cols += list(METRICS)
     present = set().union(*[r.keys() for r in rep.rows]) if rep.rows else set()
     sets = list(rep.sets)
-    _ordered(sets, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in METRICS}))
+    ordered(sets, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in METRICS}))
     exits = list(rep.exits)
-    _ordered(exits, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in COST_KEYS}))
-    _ordered(exits, sorted({k.split("/")[1] for k in present if k.count("/") == 2}))
+    ordered(exits, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in COST_KEYS}))
+    ordered(exits, sorted({k.split("/")[1] for k in present if k.count("/") == 2}))
     cols += [f"{s}/{m}" for s in sets for m in METRICS]
     cols += [f"{e}/{k}" for e in exits for k in COST_KEYS]
     cols += [f"{s}/{e}/{m}" for s in sets for e in exits for m in METRICS]
     cols += ["train_time_s", "global_step", "images_seen", "steps_total", "images_total", "machine", "published_source", "reproduced",
              "reproduced_detail", "protocol_differences", "error"]
-    _ordered(cols, sorted(c for c in present if not c.endswith(STD)))
+    ordered(cols, sorted(c for c in present if not c.endswith(STD)))
     if "n" in present:  # seed groups: n after status, every mean's std right after it
         cols.insert(cols.index("status") + 1, "n")
     cols = [x for c in cols for x in ((c, c + STD) if c + STD in present else (c,))]

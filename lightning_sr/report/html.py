@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from lightning_sr.fs import atomic_write
+from lightning_sr.ops.image_io import read_rgb
 from lightning_sr.report.collect import BICUBIC, PUBLISHED, SweepReport
-from lightning_sr.report.markdown import TEXT_COLS, _header, cell_text, how_to_read, md_columns
+from lightning_sr.report.markdown import TEXT_COLS, cell_text, header, how_to_read, md_columns
 
 CROP = 128  # side of each of the LR | SR | HR crops, px
 
@@ -74,8 +76,6 @@ def latest_sample(job_dir: Path) -> Path | None:
 
 def sample_crop(panel: Path, size: int = CROP) -> np.ndarray | None:
     """LR | SR | HR: the same centred square from each third of the panel, side by side."""
-    from lightning_sr.data.io import read_rgb
-
     try:
         img = read_rgb(panel)
     except Exception:
@@ -99,8 +99,6 @@ def _cell(col: str, row: dict[str, Any], rep: SweepReport) -> str:
 
 
 def write_html(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path:
-    from lightning_sr.fs import atomic_write
-
     cols = md_columns(rep)
     title = f"Sweep report: {rep.name or rep.sweep_dir.name}"
     counts = ", ".join(f"{n} {s}" for s, n in sorted(rep.counts().items()))
@@ -116,7 +114,7 @@ def write_html(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path:
     out += [f'<p class="warning"><b>Warning:</b> {html.escape(w)}</p>' for w in rep.warnings]
     out += [f"<p>Note: {html.escape(n)}</p>" for n in rep.notes]
     out.append('<p>Click a column header to sort.</p><table id="report"><thead><tr>'
-               + "".join(f"<th>{html.escape(_header(c, rep))}</th>" for c in cols) + "</tr></thead><tbody>")
+               + "".join(f"<th>{html.escape(header(c, rep))}</th>" for c in cols) + "</tr></thead><tbody>")
     for r in rep.rows:
         src = r.get("source")
         cls = "published" if src == PUBLISHED else "bicubic" if src == BICUBIC else f"measured {r.get('status', '')}"

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning_sr.report.collect import PUBLISHED, SweepReport, _ordered
+from lightning_sr.report.collect import PUBLISHED, SweepReport, ordered
 from lightning_sr.report.compare import DELTA_METRICS, STD
+from lightning_sr.report.stats import CONFIDENCE, RESAMPLES
 from lightning_sr.summary import METRICS
 
 
@@ -65,7 +66,7 @@ def _duration(v: Any) -> str:
 TEACHER = "teacher/"
 
 
-def _header(col: str, rep: SweepReport) -> str:
+def header(col: str, rep: SweepReport) -> str:
     parts = col.split("/")
     last = parts[-1]
     names = {"params": "params", "params_trainable": "trainable params", "macs": "GMACs",
@@ -88,8 +89,6 @@ def _header(col: str, rep: SweepReport) -> str:
 
 def how_to_read(rep: SweepReport) -> list[str]:
     """Lines under the table that say how to read its statistics columns (only those present)."""
-    from lightning_sr.report.stats import CONFIDENCE, RESAMPLES
-
     out = []
     if any(r.get("n") not in (None, "") for r in rep.rows):
         out.append("Seeds: jobs that differ only by `seed` are one row; numbers are the mean ± sample std (ddof 1) "
@@ -126,13 +125,13 @@ def md_columns(rep: SweepReport) -> list[str]:
         cols.append("params_trainable")
     cols += ["macs", "size_mb", "latency_ms", "machine"]
     sets = list(rep.sets)
-    _ordered(sets, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in METRICS
+    ordered(sets, sorted({k.split("/")[0] for k in present if k.count("/") == 1 and k.split("/")[1] in METRICS
                            and not k.startswith(TEACHER)}))
     if len(rep.sets) > 1:  # headline: mean over the sets measured
         cols += list(METRICS)
     cols += [f"{s}/{m}" for s in sets for m in METRICS]
     exits = list(rep.exits)
-    _ordered(exits, sorted({k.split("/")[1] for k in present if k.count("/") == 2 and not k.startswith(TEACHER)}))
+    ordered(exits, sorted({k.split("/")[1] for k in present if k.count("/") == 2 and not k.startswith(TEACHER)}))
     cols += [f"{e}/{k}" for e in exits for k in ("params", "macs")]
     cols += [f"{s}/{e}/{m}" for s in sets for e in exits for m in METRICS]
     # distillation: the teacher beside the student; GAN Slimming's ratios (teacher / deployed student)
@@ -206,7 +205,7 @@ def write_markdown(rep: SweepReport, path: Path, plots: dict[str, Path]) -> Path
         lines += ["", f"**Warning:** {warning}"]
     for note in rep.notes:
         lines += ["", f"Note: {note}"]
-    lines += ["", "| " + " | ".join(_header(c, rep) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["", "| " + " | ".join(header(c, rep) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rep.rows:
         cells = []
         for c in cols:

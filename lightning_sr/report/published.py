@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from lightning_sr.errors import ConfigError
 from lightning_sr.overrides import load_yaml
 from lightning_sr.report.jobs import Job
 from lightning_sr.summary import COST_KEYS, METRICS
@@ -143,8 +144,6 @@ def tables_for_data(data: str, scale: int | None = None) -> list[str]:
 
 def load_published(name: str) -> PublishedTable:
     """Load ``sweeps/published/<name>.yaml`` (or a path); see sweeps/published/README.md for the format."""
-    from lightning_sr.errors import ConfigError
-
     path = find_published(name)
     if path is None:
         raise ConfigError(f"published table {name!r} not found in {', '.join(str(d) for d in PUBLISHED_DIRS)}")

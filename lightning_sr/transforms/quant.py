@@ -4,9 +4,8 @@ capture (``torch.export``, dynamic batch/height/width) -> :func:`prepare` (``pre
 ``prepare_pt2e`` with :class:`SRQuantizer`) -> fake-quantized training or calibration -> :func:`convert`
 (``convert_pt2e``: a graph of int8 weights and quantize/dequantize pairs) -> ``torch.compile`` with inductor
 freezing, which fuses every ``dequantize -> conv -> quantize`` into a oneDNN u8s8 convolution
-(:func:`lightning_sr.cost.compile_cpu`). :func:`save_int8` writes the converted program (``int8.pt2``,
-``torch.export.save``) with its description inside and beside it (``int8.json``);
-:func:`lightning_sr.checkpoint.load_generator` reads it back.
+(:func:`lightning_sr.ops.compile.compile_cpu`). :mod:`lightning_sr.transforms.int8_io` writes the converted program
+(``int8.pt2``) and reads it back.
 
 The recipe is torchao's ``X86InductorQuantizer`` (int8 per-channel symmetric weights, uint8 per-tensor affine
 activations; conv, linear, conv+add, mul quantized; pooling and cat pass int8 through), plus what an SR network
@@ -31,14 +30,9 @@ removed from the graph (exact), so that each block's second convolution and its 
 from __future__ import annotations
 
 import copy
-import io
-import json
 import logging
-import os
-import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,18 +44,19 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, 
 from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
 from torchao.quantization.pt2e.quantizer.utils import get_input_act_qspec, get_output_act_qspec
 
-from lightning_sr.errors import WeightsError, require
+from lightning_sr.errors import require
 from lightning_sr.models.conv import conv_layers
-from lightning_sr.models.graph import GraphGenerator, capture_target, release_target
+from lightning_sr.models.graph import (
+    GraphGenerator,
+    capture_target,
+    example_input,
+    export_dims,
+    release_target,
+)
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
 
-META_FILE = "lsr_int8.json"  # the artefact's description, inside the .pt2 (extra file) and beside it (int8.json)
-FORMAT = 1
-MIN_SIZE = 3  # smallest LR height/width a captured graph accepts (the bicubic skip's border needs 2 pixels)
-MAX_SIZE = 8192
-MAX_BATCH = 4096
 _ANNOT = x86q.QUANT_ANNOTATION_KEY
 _Annotation = x86q._X86InductorQuantizationAnnotation  # torchao's annotation class (private, no public alias)
 ACTS = (aten.prelu.default, aten.leaky_relu.default, aten.leaky_relu_.default)
@@ -109,17 +104,6 @@ def check_settings(key: str, s: QuantSettings) -> None:
 
 
 # ----- capture ------------------------------------------------------------------------------------------------
-def export_dims() -> dict[int, Any]:
-    d = torch.export.Dim
-    return {0: d("N", min=1, max=MAX_BATCH), 2: d("H", min=MIN_SIZE, max=MAX_SIZE),
-            3: d("W", min=MIN_SIZE, max=MAX_SIZE)}
-
-
-def example_input(channels: int = 3, device: torch.device | str = "cpu") -> torch.Tensor:
-    # batch 2 and H != W: a size-1 or duplicated size would be specialised by torch.export
-    return torch.rand(2, channels, 16, 20, device=device)
-
-
 def in_channels(gen: nn.Module) -> int:
     first = next((m for _, m in conv_layers(gen)), None)
     return int(getattr(first, "in_channels", 3) or 3)
@@ -428,79 +412,6 @@ def summarize_layers(rows: list[dict[str, str]]) -> dict[str, Any]:
             "convs_int8": f"{sum(r['precision'] == 'int8' for r in convs)}/{len(convs)}"}
 
 
-# ----- the artefact ------------------------------------------------------------------------------------------
-SAVED_META = ("val", "tensor_meta", "unbacked_bindings")  # what a node's metadata keeps in the artefact
-
-
-def _strip_meta(ep: torch.export.ExportedProgram) -> None:
-    """Drop what only debugging reads (stack traces, node provenance, module stacks) from the program's nodes: it
-    is most of the serialised graph."""
-    for n in ep.graph.nodes:
-        for k in [k for k in n.meta if k not in SAVED_META]:
-            del n.meta[k]
-
-
-def _deflate_json(raw: bytes) -> bytes:
-    """``torch.export.save``'s archive with its JSON entries (the graph) deflate-compressed: a third of a small
-    model's file otherwise. Weights stay stored; ``torch.export.load`` reads both."""
-    src = zipfile.ZipFile(io.BytesIO(raw))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for info in src.infolist():
-            kind = zipfile.ZIP_DEFLATED if info.filename.endswith(".json") else zipfile.ZIP_STORED
-            z.writestr(info, src.read(info.filename), compress_type=kind)
-    return out.getvalue()
-
-
-def save_int8(int8: GraphModule, path: str | Path, meta: dict[str, Any], channels: int = 3) -> dict[str, Any]:
-    """Write ``int8`` to ``path`` (``torch.export.save``, re-exported with dynamic batch/height/width) with ``meta``
-    inside (extra file :data:`META_FILE`) and beside it (``<stem>.json``); returns the meta written."""
-    from lightning_sr.fs import atomic_write
-
-    path = Path(path)
-    ep = torch.export.export(int8, (example_input(channels),), dynamic_shapes={"x": export_dims()})
-    _strip_meta(ep)
-    meta = {"format": FORMAT, **meta}
-    buf = io.BytesIO()
-    torch.export.save(ep, buf, extra_files={META_FILE: json.dumps(meta, indent=1, default=str)})
-    atomic_write(path, _deflate_json(buf.getvalue()))
-    meta["size_mb"] = artefact_size_mb(path)
-    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str) + "\n")
-    return meta
-
-
-def read_int8(path: str | Path, what: str = "int8 model") -> tuple[nn.Module, dict[str, Any]]:
-    """(GraphGenerator of the int8 program, its meta) from an ``int8.pt2``; one-line WeightsError when the file
-    is missing, corrupt or not a lightning-sr int8 artefact."""
-    p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise WeightsError(f"{what} {p} does not exist; check the path (<run dir>/checkpoints/int8.pt2)")
-    if not zipfile.is_zipfile(p):
-        raise WeightsError(f"{what} {p} is not a torch.export archive (corrupt or truncated); write it again "
-                           f"with compression=qat or compression=ptq")
-    extra = {META_FILE: ""}
-    try:
-        ep = torch.export.load(str(p), extra_files=extra)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise WeightsError(f"{what} {p} cannot be loaded ({type(e).__name__}: {first}); the file is corrupt or was "
-                           f"written by another torch version: write it again with compression=qat or ptq") from None
-    try:
-        meta = json.loads(extra[META_FILE]) if extra[META_FILE] else None
-    except json.JSONDecodeError:
-        meta = None
-    if not isinstance(meta, dict) or "generator" not in meta:
-        raise WeightsError(f"{p} is a torch.export program but not a lightning-sr int8 model (no {META_FILE}); "
-                           f"write one with compression=qat or compression=ptq")
-    gen = GraphGenerator.wrap(ep.module(), meta.get("outputs") or [""], attrs=meta.get("attrs"))
-    gen.eval()
-    return gen, meta
-
-
-def artefact_size_mb(path: str | Path) -> float:
-    return round(os.path.getsize(path) / 2**20, 4)
-
-
-__all__ = ["META_FILE", "QuantSettings", "SRQuantizer", "capture", "check_settings", "convert",
+__all__ = ["QuantSettings", "SRQuantizer", "capture", "check_settings", "convert",
            "covered_layers", "drop_identity_muls", "freeze", "freeze_bn", "has_vnni", "layer_precisions", "prepare",
-           "read_int8", "save_int8", "set_mode", "skip_adds", "strip_unused", "summarize_layers", "wrap_prepared"]
+           "set_mode", "skip_adds", "strip_unused", "summarize_layers", "wrap_prepared"]
