@@ -50,6 +50,7 @@ from lightning_sr.compression.common import (
     log_values,
     rebuild_optimizers,
     require_sr_module,
+    restore_entry,
     restore_structure,
     resumed_state,
     short,
@@ -444,7 +445,7 @@ class ChannelSparsity(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pruned = bool(state_dict.get("pruned", False))
-        self.entry = state_dict.get("entry", self.entry)
+        self.entry = restore_entry(self.entry, state_dict.get("entry"))
         self.reg = float(state_dict.get("reg", 0.0))
         self._opt_state = state_dict.get("opt_state")
         self._dense_macs = state_dict.get("dense_macs", self._dense_macs)

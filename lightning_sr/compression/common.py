@@ -216,7 +216,7 @@ class StructuralCompression(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.applied = bool(state_dict.get("applied", self.applied))
-        self.entry = state_dict.get("entry", self.entry)
+        self.entry = restore_entry(self.entry, state_dict.get("entry"))
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
@@ -244,6 +244,19 @@ def log_values(trainer: L.Trainer, values: dict[str, float], what: str) -> None:
             lg.log_metrics(values, step=trainer.global_step)
         except Exception as e:
             log.warning("could not log %s metrics to %s: %s", what, type(lg).__name__, e)
+
+
+def restore_entry(current: dict[str, Any] | None, saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A callback's compression-log entry from a checkpoint, restored *in place*: the state is loaded twice on a
+    resume (in ``setup``, where the entry goes into ``pl_module.compression_log``, and by Lightning's restore), and
+    the logged dict must stay the one the callback completes later (QAT's int8 figures, the removal's)."""
+    if saved is None:
+        return current
+    if current is None:
+        return saved
+    current.clear()
+    current.update(saved)
+    return current
 
 
 def resumed_state(ckpt_path: str | Path, state_key: str) -> dict[str, Any]:

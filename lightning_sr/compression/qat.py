@@ -51,6 +51,7 @@ from lightning_sr.compression.common import (
     log_values,
     rebuild_optimizers,
     require_sr_module,
+    restore_entry,
     resumed_state,
     short,
 )
@@ -266,7 +267,7 @@ class Quantization(L.Callback):
         return {"entry": self.entry, "finished": self.finished}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.entry = state_dict.get("entry", self.entry)
+        self.entry = restore_entry(self.entry, state_dict.get("entry"))
 
 
 class QAT(Quantization):
