@@ -76,12 +76,15 @@ bench_sets() {  # the sets under $BENCH, Photos8 first
   local IFS=,; echo "[${sets[*]}]"
 }
 
+# a job folder whose metrics.json says it finished (a failed job's metrics.json says "failed": it runs again)
+finished() { [[ -f $1/metrics.json ]] && grep -q '"status": *"finished"' "$1/metrics.json"; }
+
 # ----- one job: skipped when finished, resumed when interrupted, logged in the ledger --------------------------------
 # job QUESTION/NAME overrides...
 job() {
   local rel=$1; shift
   local dir=$OUT/$rel
-  if [[ -f $dir/metrics.json ]]; then echo "[cpu_results] done: $rel"; return 0; fi
+  if finished "$dir"; then echo "[cpu_results] done: $rel"; return 0; fi
   echo "[cpu_results] run:  $rel"
   local t0 s0 rc=0
   t0=$(date -u +%FT%TZ); s0=$(date +%s)
@@ -97,7 +100,7 @@ job() {
 ejob() {
   local rel=$1 ckpt=$2; shift 2
   local dir=$OUT/$rel
-  if [[ -f $dir/metrics.json ]]; then echo "[cpu_results] done: $rel"; return 0; fi
+  if finished "$dir"; then echo "[cpu_results] done: $rel"; return 0; fi
   [[ -f $ckpt ]] || { echo "[cpu_results] $rel: $ckpt not there yet; skipped"; return 0; }
   echo "[cpu_results] eval: $rel"
   local ebase=(data=t91) t0 s0 rc=0
@@ -119,7 +122,7 @@ report() {
   local dest=$OUT/reports/$1 ref=$2; shift 2
   mkdir -p "$dest"
   for j in "$@"; do
-    [[ -f $OUT/$j/metrics.json ]] || { echo "[cpu_results] report $1: $j not finished; skipped"; return 0; }
+    finished "$OUT/$j" || { echo "[cpu_results] report $1: $j not finished; skipped"; return 0; }
     ln -sfn "$(cd "$OUT/$j" && pwd)" "$dest/$(echo "$j" | tr / _)"
   done
   "$PY" -m lightning_sr.report "$dest" --reference "$ref"
@@ -250,8 +253,8 @@ with_base() {  # with_base "BASE words" job ...: one job with another base confi
 run_q7() {
   need_teacher 0
   local abs gbase gsbase; abs=$(cd "$OUT" && pwd)
-  if [[ $SMOKE == 1 ]]; then gbase="model=srgan data=embedded profile=smoke model.channels=$C data.patch_size=24 data.batch_size=2 data.val_max_images=1 cost.latency=false"
-    gsbase="experiment=gan_slimming data=embedded trainer=default profile=smoke model.channels=$C data.patch_size=24 data.batch_size=2 data.val_max_images=1 cost.latency=false"
+  if [[ $SMOKE == 1 ]]; then gbase="model=srgan data=embedded profile=smoke model.channels=$C data.patch_size=32 data.batch_size=2 data.val_max_images=1 cost.latency=false"
+    gsbase="experiment=gan_slimming data=embedded trainer=default profile=smoke model.channels=$C data.patch_size=32 data.batch_size=2 data.val_max_images=1 cost.latency=false"
   else gbase="model=srgan data=t91 trainer=default"; gsbase="experiment=gan_slimming data=t91 trainer=default"
     [[ -n "${DATA:-}" ]] && { gbase+=" data.root=$DATA"; gsbase+=" data.root=$DATA"; }; fi
   local gt=$abs/q7/srgan_teacher/s3/checkpoints/last.ckpt third=$((GS / 3))
