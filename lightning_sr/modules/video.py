@@ -72,6 +72,7 @@ def pingpong_loss(sr: torch.Tensor, t: int) -> torch.Tensor:
 
 class VideoSRModule(SRBaseModule):
     records_file = "per_frame.csv"
+    supports_int8 = False  # declared for compression=qat|ptq, which capture image generators (one LR frame in)
 
     def __init__(self, generator_spec: dict[str, Any], scale: int, loss: str = "charbonnier", pixel_weight: float = 1.0,
                  warp_weight: float = 1.0, pingpong_weight: float = 0.0, feature: dict | None = None,
