@@ -78,8 +78,30 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any], records: list[dict[str
         atomic_write(run_dir / records_file, buf.getvalue())
 
 
-def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, str] | None = None) -> dict[str, Any]:
-    """metrics.json content: headline means, per set (and per exit), bicubic baseline, model cost."""
+def callback_summaries(trainer: L.Trainer | None, module) -> dict[str, Any]:
+    """What the callbacks add to metrics.json: the ``summary(trainer, pl_module)`` of every callback that has one
+    (compression: ``compression``, ``teacher``, ``int8``), as ``compose_loss`` gathers ``loss_terms``. A list is
+    concatenated over the callbacks in their order; any other key belongs to one callback."""
+    out: dict[str, Any] = {}
+    for cb in trainer.callbacks if trainer is not None else []:
+        hook = getattr(cb, "summary", None)
+        if not callable(hook):
+            continue
+        for k, v in (hook(trainer, module) or {}).items():
+            if isinstance(v, list):
+                out[k] = [*out.get(k, []), *v]
+            else:
+                if k in out:
+                    raise RuntimeError(f"{type(cb).__name__} reports {k!r} for metrics.json, which another callback "
+                                       f"reports already")
+                out[k] = v
+    return out
+
+
+def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, str] | None = None,
+              trainer: L.Trainer | None = None) -> dict[str, Any]:
+    """metrics.json content: headline means, per set (and per exit), bicubic baseline, model cost, and what the
+    callbacks of ``trainer`` report (:func:`callback_summaries`)."""
     sets = module.val_results
     main = {s: ex.get("", {}) for s, ex in sets.items()}
     if roles:
@@ -94,14 +116,10 @@ def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, s
     out["cost"] = cost
     out["params"] = cost["params"]
     out["generator"] = dict(module.generator_spec)
-    if getattr(module, "compression_log", None):  # compression callbacks: before/after each technique
-        out["compression"] = list(module.compression_log)
-    if getattr(module, "teacher_info", None):  # distillation: the teacher's size and PSNR beside the student's
-        out["teacher"] = dict(module.teacher_info)
+    # compression callbacks: "compression" (before/after each technique), "teacher" (distillation), "int8" (qat|ptq)
+    out.update(callback_summaries(trainer, module))
     if hasattr(module, "exit_costs"):  # multi-exit models: each exit's cost as a standalone network
         out["exit_cost"] = module.exit_costs(cfg.get("cost"))
-    if getattr(module, "int8_results", None):  # compression=qat|ptq: the int8 model (size, latency, quality)
-        out["int8"] = module.int8_results
     out.update(compression_ratios(out))  # r_c, r_s (GAN Slimming) when a teacher was distilled from
     out.update(extra)
     return out
@@ -253,7 +271,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "world_size": trainer.world_size, "written_by_rank": trainer.global_rank,  # DDP: rank zero alone reports
         "best_ckpt": getattr(ckpt_cb, "best_model_path", None) or None,
         "last_ckpt": str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb is not None and ckpt_cb.dirpath else None,
-    }, roles)
+    }, roles, trainer)
     write_metrics(run_dir, metrics, module.val_records, getattr(module, "records_file", "per_image.csv"))
     finish_loggers(loggers, metrics)  # cost + final metrics to every logger's summary; closes the W&B run
     end_process_group()

@@ -107,7 +107,7 @@ def test_resume_adapts_to_the_checkpoint_shapes(tiny_data, tmp_path):  # noqa: F
 
     cfg = compose(SMOKE + tiny_data + ["model.res_blocks=2"], tmp_path)
     a, b = build_module(cfg), build_module(cfg)
-    from lightning_sr.compression.common import adapt_generator_on_load
+    from lightning_sr.compression.base import adapt_generator_on_load
     from lightning_sr.transforms.channels import prune_channels
 
     prune_channels(a.generator, 0.5)
@@ -211,5 +211,36 @@ def test_resume_through_trainer_ckpt_path_takes_the_structure_from_the_checkpoin
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 5
     assert module.generator.body[0].conv1.out_channels == 4  # the checkpoint's 0.5, not 0.25
-    assert module.compression_log == [first["compression"][0]]
+    assert cb.summary(trainer, module) == {"compression": [first["compression"][0]]}  # its record, once
     assert cb.applied
+
+
+def test_run_summarize_gathers_every_callbacks_summary_in_callback_order(tmp_path):
+    """metrics.json's compression list, teacher and int8 come from the callbacks' declared ``summary()``: lists
+    concatenated in the callbacks' order (a callback that has not acted adds nothing), other keys from one callback
+    only; callbacks without the hook are skipped."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelSummary
+
+    from lightning_sr.compression.base import CompressionCallback
+    from lightning_sr.run import callback_summaries
+
+    class Technique(CompressionCallback):
+        def __init__(self, name: str, extra: dict | None = None):
+            self.name, self.extra = name, extra or {}
+            super().__init__()
+
+        def summary(self, trainer, pl_module):
+            return {**super().summary(trainer, pl_module), **self.extra}
+
+    first, idle, last = Technique("first", {"teacher": {"params": 1}}), Technique("idle"), Technique("last")
+    last.log_entry({"technique": "last"})
+    first.log_entry({"technique": "first"})
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                        callbacks=[first, ModelSummary(), idle, last])
+    assert callback_summaries(trainer, None) == {"compression": [{"technique": "first"}, {"technique": "last"}],
+                                                 "teacher": {"params": 1}}
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                        callbacks=[first, Technique("again", {"teacher": {"params": 2}})])
+    with pytest.raises(RuntimeError, match="reports 'teacher' for metrics.json, which another callback reports"):
+        callback_summaries(trainer, None)

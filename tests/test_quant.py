@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from lightning_sr.checkpoint import load_generator, read_checkpoint
-from lightning_sr.compression.qat import PTQ, QAT, require_torchao
+from lightning_sr.compression.ptq import PTQ
+from lightning_sr.compression.qat import QAT
+from lightning_sr.compression.quantization import require_torchao
 from lightning_sr.errors import ConfigError, WeightsError
 from lightning_sr.run import evaluate, train
 from tests.compression_helpers import SPEC, one_thread, save_ckpt, tiny_data, tiny_generator  # noqa: F401
@@ -164,6 +166,17 @@ def test_qat_before_pruning_is_refused_before_training(tiny_data, init_ckpt, tmp
     assert "compression.qat must be the last compression technique" in err[0]
     assert "compression=[block_prune, qat]" in err[0]
     assert not (tmp_path / "r" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_module_that_declares_no_int8_support_is_refused_before_training(tmp_path, capsys):
+    """QAT reads the module's declared ``supports_int8`` (the video module: False), not its class."""
+    video = [o for o in SMOKE if not o.startswith(("model.res_blocks", "model.channels"))] + [
+        "model=frvsr", "data=embedded_video", "model.res_blocks=1", "model.channels=8", "cost.latency=false",
+        "callbacks.model_summary=null", "trainer.max_steps=2", "compression=qat"]
+    code, err = run_task_in_process(video, tmp_path / "v", capsys)
+    assert code != 0 and len(err) == 1
+    assert "compression.qat quantizes image generators; the video module (" in err[0]
+    assert not (tmp_path / "v" / "checkpoints" / "last.ckpt").exists()
 
 
 def test_a_model_the_quantizer_cannot_cover_is_named():

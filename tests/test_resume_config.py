@@ -83,7 +83,7 @@ def test_a_resumed_pruned_run_rebuilds_its_structure_and_keeps_its_record(tmp_pa
     over = BASE + ["compression=[block_prune,channel_prune]", "compression.block_prune.keep=2",
                    "compression.channel_prune.importance=taylor", f"model.init_from={dense}", "trainer.max_steps=4"]
     ref = train(compose(over, tmp_path / "ref"))
-    import lightning_sr.compression.common as common
+    import lightning_sr.compression.base as common
 
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(compose(over + ["+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=2"],

@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 
-from lightning_sr.compression.common import StructuralCompression, calibration_batch
+from lightning_sr.compression.base import StructuralCompression, calibration_batch
 from lightning_sr.errors import check, check_choice, require
 from lightning_sr.transforms.blocks import (
     CRITERIA,

@@ -3,7 +3,7 @@ channels once, in ``setup(stage="fit")``, then fine-tune.
 
 What is removed and how (Torch-Pruning groups, protection, PixelShuffle stages, importance) is
 :mod:`lightning_sr.transforms.channels`; this module only schedules it, measures before and after and logs it
-(:class:`~lightning_sr.compression.common.StructuralCompression`).
+(:class:`~lightning_sr.compression.base.StructuralCompression`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 
-from lightning_sr.compression.common import StructuralCompression, calibration_batch, require_sr_module
+from lightning_sr.compression.base import StructuralCompression, calibration_batch, require_sr_module
 from lightning_sr.errors import check, require
 from lightning_sr.transforms.channels import KEY, ChannelPlan, nothing_prunable_message, validate_args
 

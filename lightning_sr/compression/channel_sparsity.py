@@ -42,10 +42,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_sr.compression.common import (
+from lightning_sr.compression.base import (
+    CompressionCallback,
     adapt_generator_on_load,
-    append_log,
-    evaluate_psnr,
     generator_of,
     log_values,
     rebuild_optimizers,
@@ -55,7 +54,6 @@ from lightning_sr.compression.common import (
     resumed_state,
     short,
 )
-from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import check, check_choice, require
 from lightning_sr.models.gates import GATE, attach_gate, detach_gate
 from lightning_sr.strategies import keep_gates_through_layer_sync
@@ -86,7 +84,7 @@ def slimming_under_ddp_message(world_size: int) -> str:
             f"(trainer.devices=1, or trainer=cpu / trainer=gpu)")
 
 
-class ChannelSparsity(L.Callback):
+class ChannelSparsity(CompressionCallback):
     """Learnable channel gates + a sparsity method, then physical removal (see the module docstring)."""
 
     name = "channel_sparsity"
@@ -128,19 +126,14 @@ class ChannelSparsity(L.Callback):
         self.target_macs = None if target_macs is None else float(target_macs)
         self.prune_at_step, self.protect = prune_at_step, None if protect is None else list(protect)
         self.reg_step, self.reg_interval, self.reg_tolerance = float(reg_step), reg_interval, float(reg_tolerance)
-        self.evaluate, self.eval_images = evaluate, eval_images
+        super().__init__(evaluate, eval_images)
         self.groups: list[Group] = []
         self.pruned = False
         self.reg = 0.0
-        self.entry: dict[str, Any] | None = None
         self._opt: torch.optim.Optimizer | None = None
         self._opt_state: dict | None = None
         self._dense_macs: int | None = None
         self._counter: MacCounter | None = None
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(name=self.name)
 
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "rho": self.rho, "gate_optimizer": self.gate_optimizer, "gate_lr": self.gate_lr,
@@ -157,7 +150,7 @@ class ChannelSparsity(L.Callback):
             if state.get("pruned"):  # pruned mid-run: the checkpoint holds the pruned structure, without gates
                 restore_structure(pl_module, str(resume))
                 self.load_state_dict(state)
-                append_log(pl_module, self.entry)
+                self.log_entry()
                 return
         require_sr_module(pl_module, KEY)
         gen = generator_of(pl_module, KEY)
@@ -187,7 +180,7 @@ class ChannelSparsity(L.Callback):
                     attach_gate(layer, g.gate, rep)
             keep_gates_through_layer_sync(trainer.strategy)  # sync_batchnorm replaces the gated BatchNorms next
         if not resume:
-            before = self._measure(trainer, pl_module)
+            before = self.measure(trainer, pl_module)
             self.entry = {"technique": self.name, **self.config(), "groups": len(self.groups),
                           "gated_channels": sum(g.channels for g in self.groups), "before": before}
         self._warn_if_nothing_can_slim(trainer, pl_module)
@@ -206,12 +199,6 @@ class ChannelSparsity(L.Callback):
                         "less than the %.3g from 1 to threshold=%s: the run may remove no channel; raise rho or "
                         "gate_lr, train longer, or set target_macs (a MAC budget)", KEY, self._gating_end(trainer),
                         shrink, 1 - self.threshold, self.threshold)
-
-    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        out = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None), latency=False)
-        if self.evaluate:
-            out.update(evaluate_psnr(trainer, pl_module, self.eval_images))
-        return out
 
     # ----- the gates' optimiser -------------------------------------------------------------------------------------
     def _gates(self) -> list[nn.Parameter]:
@@ -376,8 +363,8 @@ class ChannelSparsity(L.Callback):
         return self._by_threshold()
 
     def changes_structure_until(self) -> int | None:
-        """Declared capability (read by QAT): the step at which this callback still changes the generator's
-        structure (0: at the last step), or None once it is done or has nothing to gate."""
+        """Declared capability (read by QAT): gates are learned until ``prune_at_step`` (0: the last step); None
+        once the channels are removed or nothing is gated."""
         if self.pruned or not self.groups:
             return None
         return int(self.prune_at_step or 0)
@@ -394,13 +381,13 @@ class ChannelSparsity(L.Callback):
             for layer, _ in g.writers:
                 detach_gate(layer)
         self.pruned, self._opt = True, None
-        after = self._measure(trainer, pl_module)
+        after = self.measure(trainer, pl_module)
         self.entry = {**(self.entry or {"technique": self.name, **self.config()}), "at_step": trainer.global_step,
                       "removed_channels": {k: len(v) for k, v in removal.items() if v},
                       "pruned_out_channels": changed, "after": after}
         if self._dense_macs:
             self.entry["macs_ratio"] = round(macs_small(pl_module.generator) / self._dense_macs, 4)  # same input as the dense count
-        append_log(pl_module, self.entry)
+        self.log_entry()
         adapt_generator_on_load(pl_module)
         self._log(trainer, {f"compression/{self.name}/{k}_after": float(after[k]) for k in ("psnr", "params", "macs")
                             if k in after})

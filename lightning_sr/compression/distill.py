@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sr.checkpoint import generator_from_checkpoint, read_checkpoint
-from lightning_sr.compression.common import append_log, evaluate_metrics, generator_of
+from lightning_sr.compression.base import CompressionCallback, evaluate_metrics, generator_of
 from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import ConfigError, check, check_choice, require
 from lightning_sr.losses import pixel_loss
@@ -80,7 +80,7 @@ def _tracing() -> bool:
     return bool(comp.is_compiling() or (hasattr(comp, "is_exporting") and comp.is_exporting()))
 
 
-class Distillation(L.Callback):
+class Distillation(CompressionCallback):
     name = "distill"
 
     def __init__(self, teacher: str | None = None, output_weight: float = 1.0, output_loss: str = "l1",
@@ -100,7 +100,8 @@ class Distillation(L.Callback):
         self.output_loss = pixel_loss(output_loss, f"{KEY}.output_loss")
         self.feature_pairs = _pairs(features, f"{KEY}.features")
         self.fakd_pairs = _pairs(fakd, f"{KEY}.fakd")
-        self.adapter_lr, self.evaluate = float(adapter_lr), evaluate
+        super().__init__(evaluate)
+        self.adapter_lr = float(adapter_lr)
         self.teacher: nn.Module | None = None
         self.adapters = nn.ModuleList()
         self._feats: dict[str, dict[str, torch.Tensor]] = {"student": {}, "teacher": {}}
@@ -189,11 +190,10 @@ class Distillation(L.Callback):
                 self.info.update(evaluate_metrics(trainer, pl_module))
             finally:
                 pl_module.generator = student
-        pl_module.teacher_info = self.info
-        append_log(pl_module, {"technique": self.name, "teacher": self.info,
-                                "weights": {"output": self.output_weight, "feature": self.feature_weight,
-                                            "fakd": self.fakd_weight},
-                                "features": self.feature_pairs, "fakd": self.fakd_pairs})
+        self.log_entry({"technique": self.name, "teacher": self.info,
+                        "weights": {"output": self.output_weight, "feature": self.feature_weight,
+                                    "fakd": self.fakd_weight},
+                        "features": self.feature_pairs, "fakd": self.fakd_pairs})
         log.info("%s: teacher %s (%s params%s)", KEY, self.teacher_path, f"{cost['params']:,}",
                  f", PSNR {self.info['psnr']:.3f} dB" if "psnr" in self.info else "")
 
@@ -276,6 +276,10 @@ class Distillation(L.Callback):
         for h in self._hooks:
             h.remove()
         self._hooks = []
+
+    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """The compression entry and ``teacher``: the teacher's size and PSNR beside the student's."""
+        return {**super().summary(trainer, pl_module), **({"teacher": dict(self.info)} if self.info else {})}
 
     # ----- checkpoints: the adapters (the teacher is never saved) --------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

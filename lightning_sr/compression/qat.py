@@ -1,273 +1,40 @@
-"""Quantization to a real int8 model: quantization-aware training (``compression=qat``) and post-training
-quantization (``compression=ptq``), both ending in an int8 program that is smaller and faster on a CPU.
+"""Quantization-aware training to a real int8 model (``compression=qat``).
 
-Both capture the generator with ``torch.export`` (dynamic batch, height and width) and quantize it with torchao's
-PT2E flow and :class:`lightning_sr.transforms.quant.SRQuantizer` (x86 recipe plus SR-specific options); the
-model definitions do not change: the captured graph wraps the generator (:class:`~lightning_sr.models.graph.
-GraphGenerator`) and takes its place.
+In ``setup(stage="fit")`` (after every earlier compression callback, before the optimiser is built): capture the
+generator in training form, ``prepare_qat_pt2e``; ``pl_module.generator`` becomes the fake-quantized graph and
+training goes on as usual (every module: SR, SRGAN's generator, multi-exit with every exit). Observers stop after
+``freeze_observers_after`` steps and batch norm uses its running statistics after ``freeze_bn_after`` steps.
+Validation sees the fake-quantized model. At the end of fit the graph is converted (``convert_pt2e``), the int8
+model written and measured (:meth:`~lightning_sr.compression.quantization.Quantization.finish`), and the generator
+goes back to the fp32 model with the trained weights (the run's final metrics).
 
-* :class:`QAT`, in ``setup(stage="fit")`` (after every earlier compression callback, before the optimiser is
-  built): capture in training form, ``prepare_qat_pt2e``, ``pl_module.generator`` becomes the fake-quantized graph;
-  training goes on as usual (every module: SR, SRGAN's generator, multi-exit with every exit). Observers stop after
-  ``freeze_observers_after`` steps and batch norm uses its running statistics after ``freeze_bn_after`` steps.
-  Validation sees the fake-quantized model. At the end of fit the graph is converted (``convert_pt2e``) and
-  the generator goes back to the fp32 model with the trained weights (the run's final metrics).
-  With channel sparsity still learning gates at step 0 (``start_step: 0`` and a mid-run ``prune_at_step``, as in
-  ``experiment=gan_slimming``), the gated generator is fake-quantized eagerly from the first step
-  (:mod:`lightning_sr.transforms.eager_quant`, the same fake quantizers); at the removal they come off, the slim
-  generator is captured and prepared, and the activation ranges learned so far are carried into the graph, which
-  trains on to the end. ``start_step >= prune_at_step`` keeps the late join (fp32 until the removal).
-* :class:`PTQ`: no training. At the start of training it stops the trainer; at the end of fit it captures the
-  generator, calibrates it on ``calib_batches`` training batches (or validation images) and converts it.
+With a callback still changing the structure at step 0 (one that declares ``changes_structure_until``: channel
+sparsity learning gates with ``start_step: 0`` and a mid-run ``prune_at_step``, as in ``experiment=gan_slimming``),
+the gated generator is fake-quantized eagerly from the first step (:mod:`lightning_sr.transforms.eager_quant`, the
+same fake quantizers); at the removal they come off (the ``before_structure_change`` hook), the slim generator is
+captured and prepared, and the activation ranges learned so far are carried into the graph, which trains on to the
+end. ``start_step >= prune_at_step`` keeps the late join (fp32 until the removal).
 
-Then both write ``int8.pt2`` (and ``int8.json``) beside ``last.ckpt``, evaluate it on every evaluation set with
-the module's own evaluation path (on the CPU, compiled with inductor by default: the kernels that will run),
-measure its size on disk and its CPU latency against the fp32 model (both compiled, same threads, alternated), and
-put it all into ``metrics.json["int8"]`` (``pl_module.int8_results``) and the ``compression`` log.
-
-The technique must be the last compression callback (it quantizes the final model): checked in ``setup``.
 A checkpoint taken during QAT holds the prepared graph's state; a resumed run captures and prepares the same graph
 again in ``setup`` before Lightning loads it (``trainer.ckpt_path``), and re-applies the freezing it had reached.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch import nn
 
-from lightning_sr.callbacks import LastCheckpoint
-from lightning_sr.checkpoint import QAT_KEY, load_fp32_state, load_int8
-from lightning_sr.compression.common import (
-    append_log,
-    calibration_batch,
-    evaluate_psnr,
-    generator_of,
-    log_values,
-    rebuild_optimizers,
-    require_sr_module,
-    restore_entry,
-    resumed_state,
-    short,
-)
-from lightning_sr.cost import compiled_latency_ms, cost_from_config, state_dict_bytes
-from lightning_sr.errors import ConfigError, check, require
-from lightning_sr.models import build_generator, named_outputs
-from lightning_sr.models.graph import COPIED_ATTRS, GraphGenerator
-from lightning_sr.modules.video import VideoSRModule
-from lightning_sr.summary import results_summary
-from lightning_sr.transforms import int8_io
-
-try:
-    from lightning_sr.transforms import eager_quant, quant
-except ImportError as _e:  # torchao is optional until a quantization callback is built: require_torchao() says so
-    if not str(_e.name or "").startswith("torchao"):
-        raise
-    eager_quant = quant = None  # type: ignore[assignment]
+from lightning_sr.checkpoint import QAT_KEY, load_fp32_state
+from lightning_sr.compression.base import rebuild_optimizers, resumed_state, short
+from lightning_sr.compression.quantization import Quantization, eager_quant, quant
+from lightning_sr.errors import check, require
+from lightning_sr.models import build_generator
+from lightning_sr.models.graph import GraphGenerator
 
 log = logging.getLogger(__name__)
-
-ARTEFACT = "int8.pt2"
-TORCHAO = "torchao"
-
-
-def require_torchao(key: str = "compression=qat|ptq") -> None:
-    """One-line ConfigError when torchao (the PT2E quantization flow) cannot be imported; called before anything
-    is trained or captured."""
-    try:
-        importlib.import_module(TORCHAO)
-    except ImportError as e:
-        raise ConfigError(f"{key} needs torchao (PT2E int8 quantization), which cannot be imported ({e}); install "
-                          f"it with pip install 'torchao>=0.18' (the project's pyproject.toml lists it)") from None
-
-
-def _is_compression(cb: L.Callback) -> bool:
-    return type(cb).__module__.startswith("lightning_sr.compression.")
-
-
-def _cb_name(cb: L.Callback) -> str:
-    return str(getattr(cb, "name", type(cb).__name__))
-
-
-class Quantization(L.Callback):
-    """What QAT and PTQ share: options, checks, conversion, the artefact, the int8 evaluation."""
-
-    name = "quantization"
-    qat = False
-
-    def __init__(self, shuffle_int8: bool = True, act_int8: bool = True, skip_fp32: bool = True,
-                 fp32_layers: list[str] | None = None, reduce_range: bool | str = "auto", compile: bool = True,
-                 evaluate: bool = True, eval_images: int | None = None):
-        key = f"compression.{self.name}"
-        require_torchao(f"compression={self.name}")
-        self.settings = quant.QuantSettings(shuffle_int8, act_int8, skip_fp32, list(fp32_layers or []), reduce_range)
-        quant.check_settings(key, self.settings)
-        check(isinstance(compile, bool), f"{key}.compile", compile, "must be true or false")
-        check(isinstance(evaluate, bool), f"{key}.evaluate", evaluate, "must be true or false")
-        check(eval_images is None or (isinstance(eval_images, int) and eval_images > 0), f"{key}.eval_images",
-              eval_images, "is impossible; use null (all) or an integer > 0")
-        self.compile, self.evaluate, self.eval_images = compile, evaluate, eval_images
-        self.entry: dict[str, Any] | None = None
-        self.finished = False
-
-    @property
-    def key(self) -> str:
-        return f"compression.{self.name}"
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(name=self.name)
-
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in self.settings.__dict__.items()} | {"compile": self.compile}
-
-    # ----- checks -----------------------------------------------------------------------------------------------
-    def check_order(self, trainer: L.Trainer) -> None:
-        """The quantization callback quantizes the final model: no compression callback may come after it."""
-        comp = [cb for cb in trainer.callbacks if _is_compression(cb)]
-        later = comp[comp.index(self) + 1:] if self in comp else []
-        require(not later, f"{self.key} must be the last compression technique (it quantizes the final model), but "
-                           f"{', '.join(_cb_name(cb) for cb in later)} comes after it; write compression=["
-                           f"{', '.join([_cb_name(cb) for cb in comp if cb is not self] + [self.name])}]")
-
-    def check_module(self, pl_module: L.LightningModule) -> nn.Module:
-        require(not isinstance(pl_module, VideoSRModule),
-                f"{self.key} quantizes image generators; the video module ({type(pl_module).__name__}) is not "
-                f"supported (use model=srresnet, srgan or multi_exit)")
-        require_sr_module(pl_module, self.key)
-        return generator_of(pl_module, self.key)
-
-    def check_coverage(self, prepared, gen: nn.Module) -> list[str]:
-        """ConfigError naming the layers when the quantizer covers none of them; the uncovered ones otherwise."""
-        covered, missed = quant.covered_layers(prepared, gen)
-        fp32 = self.settings.fp32_layers
-        require(bool(covered), f"{self.key}: the quantizer covers none of the model's layers ("
-                               f"{', '.join(f'{n} ({type(gen.get_submodule(n)).__name__})' for n in missed[:8])}"
-                               f"{' ...' if len(missed) > 8 else ''}"
-                               f"{'; fp32_layers=' + str(fp32) if fp32 else ''}); x86 int8 covers Conv2d and "
-                               f"Linear: quantize a model made of them" + (" or shorten fp32_layers" if fp32 else ""))
-        outside = [n for n in missed if not any(n == p or n.startswith(p + ".") for p in fp32)]
-        if outside:
-            log.warning("%s: layers left in fp32 (the x86 recipe does not cover them): %s", self.key,
-                        ", ".join(outside))
-        return missed
-
-    # ----- measurements -----------------------------------------------------------------------------------------
-    def measure_fp32(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        out: dict[str, Any] = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None),
-                                               latency=False)
-        if self.evaluate:
-            out.update(evaluate_psnr(trainer, pl_module, self.eval_images))
-        return out
-
-    def artefact_path(self, trainer: L.Trainer) -> tuple[Path, Path]:
-        """(int8.pt2, the fp32 last.ckpt it comes from) in the run's checkpoints folder."""
-        last = next((cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
-        folder = Path(last).parent if last else Path(trainer.default_root_dir) / "checkpoints"
-        return folder / ARTEFACT, Path(last) if last else folder / "last.ckpt"
-
-    def finish(self, trainer: L.Trainer, pl_module: L.LightningModule, prepared, outputs: list[str],
-               details: dict[str, Any]) -> None:
-        """Convert ``prepared``, write the artefact, evaluate and measure it; ``pl_module.generator`` is fp32."""
-        int8 = quant.convert(prepared.cpu())
-        if self.qat:  # the int8 program is the network that was trained: its 8-bit output against the graph's
-            details = {**details, "int8_vs_fake_quant": self.compare_with_fake_quant(trainer, pl_module, prepared,
-                                                                                     int8)}
-        rows = quant.layer_precisions(int8)
-        layers = quant.summarize_layers(rows)
-        path, source = self.artefact_path(trainer)
-        gen = pl_module.generator
-        meta = {"technique": self.name, "generator": dict(pl_module.generator_spec), "outputs": outputs,
-                "attrs": {k: getattr(gen, k) for k in COPIED_ATTRS if isinstance(getattr(gen, k, None),
-                                                                                  (int, str, list))},
-                "source_checkpoint": str(source), "init_from": (pl_module.hparams or {}).get("init_from"),
-                "global_step": int(trainer.global_step), "quantizer": self.settings.describe(self.qat),
-                **details, "layers": rows}
-        if trainer.is_global_zero:
-            int8_io.save_int8(int8, path, meta)
-        trainer.strategy.barrier()
-        int8_gen, _ = load_int8(path, what="int8 model")  # what evaluate.py will get: the file, not the object
-        results = self.evaluate_int8(trainer, pl_module, int8_gen, path)
-        results.update(layers=layers, quantizer=self.settings.describe(self.qat), **details)
-        pl_module.int8_results = results
-        if self.entry is not None:
-            self.entry["after"] = {k: results[k] for k in ("params", "size_mb", "psnr", "sets", "latency_ms")
-                                   if k in results}
-            self.entry.update(artefact=str(path), layers=layers)
-        self.finished = True
-        self._log(trainer, results)
-        log.info("%s: int8 model %s: %s, %.3f MB (fp32 %.3f MB)%s", self.name, path,
-                 f"PSNR {results['psnr']:.3f} dB" if "psnr" in results else "not evaluated", results["size_mb"],
-                 results["fp32_size_mb"], f", {results['latency_ms']:.1f} ms vs fp32 {results['fp32_latency_ms']:.1f}"
-                 f" ms (compiled, {results['latency_threads']} threads)" if "latency_ms" in results else "")
-
-    @staticmethod
-    def compare_with_fake_quant(trainer: L.Trainer, pl_module: L.LightningModule, prepared, int8) -> dict[str, Any]:
-        """Max and mean difference, in 8-bit output levels, between the fake-quantized graph (eval mode) and the
-        converted int8 program on a centre crop of the first validation image (the first output)."""
-        try:
-            lr, _ = calibration_batch(trainer, pl_module, images=1, crop=48)
-        except ConfigError:
-            return {}
-        was = getattr(prepared, "_exported_training", True)
-        quant.set_mode(prepared, False)
-        with torch.no_grad():
-            a, b = (out[0] if isinstance(out, (tuple, list)) else out
-                    for out in (prepared(lr.cpu()), int8(lr.cpu())))
-        quant.set_mode(prepared, bool(was))
-        levels = ((a.clamp(0, 1) * 255).round() - (b.clamp(0, 1) * 255).round()).abs()
-        return {"max_8bit": float(levels.max()), "mean_8bit": round(float(levels.mean()), 4),
-                "input": "x".join(map(str, lr.shape[1:]))}
-
-    def evaluate_int8(self, trainer: L.Trainer, pl_module: L.LightningModule, int8_gen: nn.Module,
-                      path: Path) -> dict[str, Any]:
-        """Size, latency (compiled int8 vs compiled fp32) and quality of the int8 model, on the CPU."""
-        cfg = dict(getattr(pl_module, "cost_cfg", None) or {})
-        fp32 = pl_module.generator
-        c = cost_from_config(int8_gen, cfg, latency=False)
-        out: dict[str, Any] = {"artefact": str(path), "mode": "compiled" if self.compile else "reference (eager)",
-                               "params": c["params"], "macs": c["macs"], "macs_input": c["macs_input"],
-                               "size_mb": round(path.stat().st_size / 2**20, 4),
-                               "weights_mb": round(state_dict_bytes(int8_gen) / 2**20, 4),
-                               "fp32_size_mb": round(state_dict_bytes(fp32) / 2**20, 4)}
-        out["size_ratio"] = round(out["size_mb"] / out["fp32_size_mb"], 4)
-        if cfg.get("latency", True) and self.compile:
-            size = tuple(int(v) for v in cfg.get("input_size", (3, 128, 128)))
-            ms, n = compiled_latency_ms({"int8": int8_gen, "fp32": fp32}, size, int(cfg.get("warmup", 2)),
-                                        int(cfg.get("repeats", 5)), cfg.get("threads"))
-            out.update(latency_ms=round(ms["int8"], 3), fp32_latency_ms=round(ms["fp32"], 3),
-                       latency_ratio=round(ms["int8"] / ms["fp32"], 4), latency_threads=n,
-                       latency_input="x".join(map(str, size)))
-        dm = trainer.datamodule
-        sets = dm.sets("test") if dm is not None and hasattr(dm, "sets") else []
-        if self.evaluate and sets:
-            run = int8_gen.compiled() if self.compile else int8_gen
-
-            def fn(lr: torch.Tensor) -> dict[str, torch.Tensor]:
-                return {k: v.to(lr.device) for k, v in named_outputs(run, lr.detach().cpu()).items()}
-
-            out.update(results_summary(pl_module.evaluate_datasets(sets, fn=fn, max_images=self.eval_images)))
-        return out
-
-    def _log(self, trainer: L.Trainer, results: dict[str, Any]) -> None:
-        flat = {f"int8/{k}": float(results[k]) for k in ("psnr", "ssim", "lpips", "size_mb", "latency_ms",
-                                                          "fp32_latency_ms", "latency_ratio", "size_ratio")
-                if k in results}
-        flat.update({f"int8/{s}/{m}": float(v) for s, ms in (results.get("sets") or {}).items()
-                     for m, v in ms.items() if m != "images"})
-        log_values(trainer, flat, "int8")
-
-    # ----- state -----------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"entry": self.entry, "finished": self.finished}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.entry = restore_entry(self.entry, state_dict.get("entry"))
 
 
 class QAT(Quantization):
@@ -337,22 +104,15 @@ class QAT(Quantization):
         gen = self.check_module(pl_module)
         gen.to(trainer.strategy.root_device)
         if not resumed:
+            self.warn_if_untrained(trainer, pl_module)
             self.open_entry(trainer, pl_module, fake_quant_from_step=int(trainer.global_step))
-        if self.entry is not None:
-            append_log(pl_module, self.entry)
+        self.log_entry()
         n = eager_quant.attach(gen, self.settings)
         self._gen_ref = gen
         if resumed and self._resumed_attached:
             eager_quant.load_states(gen, self._resumed_attached)
         log.info("%s: %d layers of the gated generator fake-quantized from step %d (eager) until the channel "
                  "removal", self.name, n, trainer.global_step)
-
-    def open_entry(self, trainer: L.Trainer, pl_module: L.LightningModule, **extra: Any) -> None:
-        """The log entry of this run's quantization, with the fp32 model's figures before it starts."""
-        if not (pl_module.hparams or {}).get("init_from") and not getattr(pl_module, "compression_log", None):
-            log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
-        self.entry = {"technique": self.name, **self.config(), "before": self.measure_fp32(trainer, pl_module),
-                      **extra}
 
     def before_structure_change(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Declared hook, called by a callback about to change the generator's structure: take the eager fake
@@ -376,7 +136,7 @@ class QAT(Quantization):
             until = getattr(cb, "changes_structure_until", lambda: None)()
             if until is None or cb is self:
                 continue
-            key = f"compression.{_cb_name(cb)}.prune_at_step"
+            key = f"compression.{cb.name}.prune_at_step"
             if self.join_step == 0:  # fake-quantized eagerly until the removal, then captured: a batch must follow
                 first = -(-int(until) // spb) * spb
                 require(until > 0 and first < (trainer.max_steps or 0),
@@ -402,10 +162,10 @@ class QAT(Quantization):
                 self.entry = {**(self.entry or {}), "captured_at_step": int(trainer.global_step)}
             else:
                 gen.to(device)
+                self.warn_if_untrained(trainer, pl_module)
                 self.open_entry(trainer, pl_module)
             self.start_step = int(trainer.global_step)
-        if self.entry is not None:
-            append_log(pl_module, self.entry)
+        self.log_entry()
         gm, self.outputs, features = quant.capture(gen.cpu(), training=True)
         prepared = quant.prepare(gm, self.settings, qat=True)
         if self.eager_states is not None and not resumed:  # the ranges the gated network learned go on
@@ -486,75 +246,5 @@ class QAT(Quantization):
         self._resumed_attached = state_dict.get("eager_attached", self._resumed_attached)
 
 
-class PTQ(Quantization):
-    """Post-training quantization: calibrate on ``calib_batches`` batches, convert; the run does not train."""
 
-    name = "ptq"
-    qat = False
-    SOURCES = ("train", "val")
-
-    def __init__(self, calib_batches: int = 32, calibrate: str = "train", **kwargs: Any):
-        super().__init__(**kwargs)
-        check(isinstance(calib_batches, int) and not isinstance(calib_batches, bool) and calib_batches >= 1,
-              f"{self.key}.calib_batches", calib_batches,
-              "is impossible; calibration needs at least one batch (e.g. 32)")
-        check(calibrate in self.SOURCES, f"{self.key}.calibrate", calibrate,
-              "is not supported; use train (training batches) or val (validation images)")
-        self.calib_batches, self.calibrate = calib_batches, calibrate
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "calib_batches": self.calib_batches, "calibrate": self.calibrate}
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self.check_order(trainer)
-            self.check_module(pl_module)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.finished:
-            trainer.should_stop = True  # post-training quantization: no training step
-            log.info("%s: no training (post-training quantization at the end of fit)", self.name)
-
-    def batches(self, trainer: L.Trainer):
-        """LR batches for calibration: the first training batches, or whole validation images one at a time."""
-        dm = trainer.datamodule
-        if self.calibrate == "train":
-            loader = dm.train_dataloader()
-            for i, batch in enumerate(loader):
-                if i >= self.calib_batches:
-                    return
-                yield batch["lr"]
-        else:
-            sets = dm.sets("val") if hasattr(dm, "sets") else []
-            require(bool(sets), f"{self.key}.calibrate=val needs validation images; use calibrate=train")
-            n = 0
-            for ds in sets:
-                for i in range(len(ds)):
-                    if n >= self.calib_batches:
-                        return
-                    yield ds[i]["lr"].unsqueeze(0)
-                    n += 1
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.finished:
-            return
-        gen = self.check_module(pl_module)
-        self.entry = {"technique": self.name, **self.config(), "before": self.measure_fp32(trainer, pl_module)}
-        append_log(pl_module, self.entry)
-        device = next(gen.parameters()).device
-        gm, outputs, _ = quant.capture(gen.cpu(), training=False)
-        gen.to(device)
-        prepared = quant.prepare(gm, self.settings, qat=False)
-        missed = self.check_coverage(prepared, gen)
-        n = 0
-        with torch.no_grad():
-            for lr in self.batches(trainer):
-                prepared(lr.float().cpu())
-                n += 1
-        require(n > 0, f"{self.key}: no calibration batch could be read ({self.calibrate} data is empty)")
-        self.entry["fp32_layers_left"] = missed
-        self.finish(trainer, pl_module, prepared, outputs, {"calibration": {"source": self.calibrate,
-                                                                             "batches": n}})
-
-
-__all__ = ["ARTEFACT", "PTQ", "QAT", "ConfigError", "Quantization", "require_torchao"]
+__all__ = ["QAT"]

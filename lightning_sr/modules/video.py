@@ -75,6 +75,7 @@ def pingpong_loss(sr: torch.Tensor, t: int) -> torch.Tensor:
 class VideoSRModule(GANMixin, SRBaseModule):
     records_file = "per_frame.csv"
     frozen_losses = ("feature_loss",)  # VGG19
+    supports_int8 = False  # declared for compression=qat|ptq, which capture image generators (one LR frame in)
 
     def __init__(self, generator_spec: dict[str, Any], scale: int, loss: str = "charbonnier", pixel_weight: float = 1.0,
                  warp_weight: float = 1.0, pingpong_weight: float = 0.0, feature: dict | None = None,

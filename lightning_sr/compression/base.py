@@ -1,19 +1,22 @@
-"""What every structural compression callback shares (written once, used by all of them).
+"""The base of every compression callback, and what they share (written once, used by all of them).
 
-* :func:`evaluate_psnr`: PSNR of the generator on the validation sets of the datamodule, through the module's
-  own evaluation path (:meth:`SRBaseModule.evaluate_datasets`): every image on every DDP rank, so every rank
-  logs the same numbers.
-* :func:`calibration_batch`: a small, deterministic (LR, HR) batch (centre crops of the first
-  validation images, read from the full set, not a rank's shard) for data-driven criteria (``output_delta``,
-  ``taylor``): every rank sees the same data and chooses the same structure.
-* :func:`restore_structure`: rebuild the generator from a checkpoint (``checkpoint.generator_from_checkpoint``).
-* :class:`StructuralCompression`: the callback skeleton. It acts once, in ``setup(stage="fit")``:
+* :class:`CompressionCallback`: name and state key (``compression.<name>``), the ``evaluate``/``eval_images``
+  checks, :meth:`~CompressionCallback.measure` (model cost with the run's ``cost.input_size``, latency skipped, and
+  PSNR on the validation sets), the log entry (:meth:`~CompressionCallback.log_entry`), resume state, the
+  untrained-model warning, and the declared hooks the rest of the code reads instead of side channels:
+  :meth:`~CompressionCallback.summary` (what the callback adds to ``metrics.json``; ``run.summarize`` gathers them
+  from every callback, as ``compose_loss`` gathers ``loss_terms``) and :meth:`~CompressionCallback.
+  changes_structure_until` (a callback still changing the generator's structure mid-run: QAT reads it instead of
+  naming the class).
+* :class:`StructuralCompression`: the skeleton of the techniques that act once, in ``setup(stage="fit")``:
   Lightning calls it after the datamodule's ``setup`` and *before* the checkpoint is restored and
-  ``configure_optimizers`` runs, so the optimiser only ever sees the compressed parameters.
-  It measures PSNR and the model cost (``cost.model_cost`` with the run's ``cost.input_size``, latency
-  skipped) before and after, logs them to every logger
-  (``compression/<name>/...``) and appends an entry to ``pl_module.compression_log``, which
-  ``run.py`` writes into ``metrics.json`` under ``"compression"``.
+  ``configure_optimizers`` runs, so the optimiser only ever sees the compressed parameters. It measures before and
+  after, logs both to every logger (``compression/<name>/...``) and keeps the entry for ``metrics.json``
+  (``"compression"``).
+* helpers: :func:`evaluate_psnr` / :func:`evaluate_metrics` (the module's own evaluation path, every image on every
+  DDP rank), :func:`calibration_batch` (a small deterministic (LR, HR) batch from the full first validation set, the
+  same on every rank, for data-driven criteria), :func:`restore_structure` (the compressed architecture of a resumed
+  checkpoint), :func:`rebuild_optimizers` (new parameters mid-run, the LR schedule's position kept).
 """
 
 from __future__ import annotations
@@ -145,8 +148,79 @@ def adapt_generator_on_load(pl_module: L.LightningModule) -> None:
     pl_module._lsr_adapt_on_load = pl_module.register_load_state_dict_pre_hook(hook)
 
 
-# ----- the callback skeleton --------------------------------------------------------------------------------
-class StructuralCompression(L.Callback):
+# ----- the callback base -----------------------------------------------------------------------------------
+class CompressionCallback(L.Callback):
+    """Base of every compression callback (``compression=<name>``).
+
+    Subclasses set ``name`` (the config key) and call :meth:`log_entry` with their entry (technique, arguments,
+    ``before``/``after`` measurements) when they act; a resumed run logs the entry its state restored. The entry
+    is a dict the callback may keep updating until the end of fit (QAT adds the int8 figures)."""
+
+    name = "compression"
+
+    def __init__(self, evaluate: bool = True, eval_images: int | None = None):
+        check(isinstance(evaluate, bool), f"{self.key}.evaluate", evaluate, "must be true or false")
+        check(eval_images is None or (isinstance(eval_images, int) and eval_images > 0), f"{self.key}.eval_images",
+              eval_images, "is impossible; use null (all) or an integer > 0")
+        self.evaluate, self.eval_images = evaluate, eval_images
+        self.entry: dict[str, Any] | None = None
+        self.logged = False  # this process logged the entry (it goes into metrics.json)
+
+    @property
+    def key(self) -> str:
+        return f"compression.{self.name}"
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
+
+    def config(self) -> dict[str, Any]:
+        """The callback's arguments, for the log."""
+        return {}
+
+    # -- what every technique does the same way --------------------------------------------------------------
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Cost of ``pl_module.generator`` (the run's ``cost`` settings, no latency) and, with ``evaluate``, its
+        PSNR on the validation sets (all of them, ``eval_images`` images each)."""
+        out: dict[str, Any] = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None),
+                                               latency=False)
+        if self.evaluate:
+            out.update(evaluate_psnr(trainer, pl_module, self.eval_images))
+        return out
+
+    def log_entry(self, entry: dict[str, Any] | None = None) -> None:
+        """Make ``entry`` (default: the current one) this callback's line of ``metrics.json["compression"]``."""
+        if entry is not None:
+            self.entry = entry
+        self.logged = self.entry is not None
+
+    def warn_if_untrained(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Warn when the technique acts on an untrained generator: no ``model.init_from`` and no earlier
+        compression callback has acted."""
+        earlier = any(cb.logged for cb in trainer.callbacks if isinstance(cb, CompressionCallback) and cb is not self)
+        if not (getattr(pl_module, "hparams", {}) or {}).get("init_from") and not earlier:
+            log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
+
+    # -- declared hooks (read by run.summarize and by other callbacks) -----------------------------------------
+    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """What this callback adds to ``metrics.json``: lists are concatenated over the callbacks in their order
+        (``compression``: one entry per technique that acted), other keys are the callback's own."""
+        return {"compression": [self.entry]} if self.logged and self.entry is not None else {}
+
+    def changes_structure_until(self) -> int | None:
+        """The step at which this callback still changes the generator's structure mid-run (0: at the last step),
+        or None (it does not, or no longer)."""
+        return None
+
+    # -- resume state ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"entry": self.entry}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.entry = restore_entry(self.entry, state_dict.get("entry"))
+
+
+class StructuralCompression(CompressionCallback):
     """Base of callbacks that change the generator's structure once, before training starts.
 
     Subclasses set ``name`` (the config key, e.g. ``block_prune``) and implement :meth:`check`
@@ -154,21 +228,11 @@ class StructuralCompression(L.Callback):
     (change ``pl_module.generator`` / ``generator_spec``, return details for the log).
     """
 
-    name = "compression"
-
     def __init__(self, evaluate: bool = True, eval_images: int | None = None):
-        check(isinstance(evaluate, bool), f"compression.{self.name}.evaluate", evaluate, "must be true or false")
-        check(eval_images is None or (isinstance(eval_images, int) and eval_images > 0),
-              f"compression.{self.name}.eval_images", eval_images, "is impossible; use null (all) or an integer > 0")
-        self.evaluate, self.eval_images = evaluate, eval_images
+        super().__init__(evaluate, eval_images)
         self.applied = False
-        self.entry: dict[str, Any] | None = None
 
     # -- to implement ---------------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        """The callback's arguments, for the log."""
-        return {}
-
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Raise ConfigError when the model cannot be compressed this way (called before anything changes)."""
 
@@ -176,10 +240,6 @@ class StructuralCompression(L.Callback):
         raise NotImplementedError
 
     # -- Lightning hooks -------------------------------------------------------------------------------------
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(name=self.name)
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self.applied:
             return
@@ -188,44 +248,33 @@ class StructuralCompression(L.Callback):
             ckpt = restore_structure(pl_module, str(resume))
             state = (ckpt.get("callbacks") or {}).get(self.state_key) or {}
             self.load_state_dict(state)
-            if self.entry is not None:
-                append_log(pl_module, self.entry)
+            self.log_entry()
             self.applied = True
             log.info("%s: resuming %s, structure taken from the checkpoint (%s)", self.name, resume,
                      pl_module.generator_spec)
             return
-        gen = generator_of(pl_module, f"compression.{self.name}")
-        untrained = not (getattr(pl_module, "hparams", {}) or {}).get("init_from")
-        if untrained and not getattr(pl_module, "compression_log", None):
-            log.warning("compression.%s acts on an untrained generator (no model.init_from=PATH)", self.name)
+        gen = generator_of(pl_module, self.key)
+        self.warn_if_untrained(trainer, pl_module)
         gen.to(trainer.strategy.root_device)  # measure and prune where the model will train
         self.check(trainer, pl_module)
-        before = self._measure(trainer, pl_module)
+        before = self.measure(trainer, pl_module)
         details = self.apply(trainer, pl_module)
         pl_module.generator.to(trainer.strategy.root_device)
-        after = self._measure(trainer, pl_module)
-        self.entry = {"technique": self.name, **self.config(), **details, "before": before, "after": after}
+        after = self.measure(trainer, pl_module)
         adapt_generator_on_load(pl_module)
-        append_log(pl_module, self.entry)
+        self.log_entry({"technique": self.name, **self.config(), **details, "before": before, "after": after})
         self._log_metrics(trainer, before, after)
         self.applied = True
         log.info("%s: %s -> %s", self.name, short(before), short(after))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"applied": self.applied, "entry": self.entry}
+        return {"applied": self.applied, **super().state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         self.applied = bool(state_dict.get("applied", self.applied))
-        self.entry = restore_entry(self.entry, state_dict.get("entry"))
 
     # -- helpers ---------------------------------------------------------------------------------------------
-    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        out: dict[str, Any] = cost_from_config(pl_module.generator, getattr(pl_module, "cost_cfg", None),
-                                               latency=False)
-        if self.evaluate:
-            out.update(evaluate_psnr(trainer, pl_module, self.eval_images))
-        return out
-
     def _log_metrics(self, trainer: L.Trainer, before: dict[str, Any], after: dict[str, Any]) -> None:
         flat: dict[str, float] = {}
         for when, m in (("before", before), ("after", after)):
@@ -247,9 +296,9 @@ def log_values(trainer: L.Trainer, values: dict[str, float], what: str) -> None:
 
 
 def restore_entry(current: dict[str, Any] | None, saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A callback's compression-log entry from a checkpoint, restored *in place*: the state is loaded twice on a
-    resume (in ``setup``, where the entry goes into ``pl_module.compression_log``, and by Lightning's restore), and
-    the logged dict must stay the one the callback completes later (QAT's int8 figures, the removal's)."""
+    """A callback's log entry from a checkpoint, restored *in place*: the state is loaded twice on a resume (in
+    ``setup`` and by Lightning's restore), and whatever holds the entry from the first load must see what the
+    callback completes later (QAT's int8 figures, the removal's)."""
     if saved is None:
         return current
     if current is None:
@@ -291,19 +340,11 @@ def rebuild_optimizers(trainer: L.Trainer) -> None:
             g["lr"] = lr
 
 
-def append_log(pl_module: L.LightningModule, entry: dict[str, Any]) -> None:
-    logs = getattr(pl_module, "compression_log", None)
-    if logs is None:
-        logs = []
-        pl_module.compression_log = logs
-    logs.append(entry)
-
-
 def short(m: dict[str, Any]) -> str:
     psnr = f"PSNR {m['psnr']:.3f} dB, " if "psnr" in m else ""
     return f"{psnr}{m['params']} params, {m['macs'] / 1e6:.1f} MMACs@{m['macs_input']}"
 
 
-__all__ = ["ConfigError", "StructuralCompression", "adapt_generator_on_load", "append_log", "calibration_batch",
-           "evaluate_psnr", "generator_of", "log_values", "rebuild_optimizers", "restore_structure", "resumed_state",
-           "short"]
+__all__ = ["CompressionCallback", "ConfigError", "StructuralCompression", "adapt_generator_on_load",
+           "calibration_batch", "evaluate_metrics", "evaluate_psnr", "generator_of", "log_values", "rebuild_optimizers",
+           "restore_structure", "resumed_state", "short"]
