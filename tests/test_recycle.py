@@ -277,14 +277,7 @@ def test_recycled_lenet5_trains_on_cifar_batches_and_its_checkpoint_reloads(tmp_
     assert saved["generator"]["conv"] == "recycle"
     gen, spec = load_generator(out / "checkpoints" / "last.ckpt")
     # the recorded top-1 accuracy is last.ckpt's on the 20 test images, computed here from the raw arrays
-    # (normalised by the training images' per-channel mean and std, as the data module documents)
-    train_x = torch.from_numpy(train_set[0]).permute(0, 3, 1, 2).float().div(255)
-    mean, std = train_x.mean(dim=(0, 2, 3)).view(-1, 1, 1), train_x.std(dim=(0, 2, 3)).clamp_min(1e-3).view(-1, 1, 1)
-    test_x = (torch.from_numpy(test_set[0]).permute(0, 3, 1, 2).float().div(255) - mean) / std
-    with torch.no_grad():
-        pred = gen.eval()(test_x).argmax(1)
-    right = (pred == torch.from_numpy(test_set[1])).tolist()
-    expected = 100.0 * sum(right) / len(right)
+    expected, right = _independent_accuracy(gen, train_set, test_set)
     assert saved["accuracy"] == pytest.approx(expected, abs=1e-6) and m["accuracy"] == saved["accuracy"]
     # image by image too (balanced labels: any constant prediction scores 10 %, so the mean alone says little)
     import csv
