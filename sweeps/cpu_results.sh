@@ -76,6 +76,11 @@ bench_sets() {  # the sets under $BENCH, Photos8 first
   local IFS=,; echo "[${sets[*]}]"
 }
 
+# ledger_row JOB RC START_UTC START_EPOCH: one line of the ledger
+ledger_row() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$([[ $2 == 0 ]] && echo ok || echo "exit $2")" "$3" \
+    "$(date -u +%FT%TZ)" "$(( $(date +%s) - $4 ))" "$(hostname)" "$CPU" >> "$LEDGER"
+}
 # a job folder whose metrics.json says it finished (a failed job's metrics.json says "failed": it runs again)
 finished() { [[ -f $1/metrics.json ]] && grep -q '"status": *"finished"' "$1/metrics.json"; }
 
@@ -92,8 +97,7 @@ job() {
   [[ $BENCH_ON == 1 ]] && extra=(data.benchmark_root="$BENCH" "data.benchmark_sets=$(bench_sets)")
   nice -n "$NICE" "$PY" train.py "${BASE[@]}" name=cpu_results logger=csv trainer.val_check_interval=$VAL \
     "${extra[@]}" hydra.run.dir="$dir" "$@" || rc=$?
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rel" "$([[ $rc == 0 ]] && echo ok || echo "exit $rc")" "$t0" \
-    "$(date -u +%FT%TZ)" "$(( $(date +%s) - s0 ))" "$(hostname)" "$CPU" >> "$LEDGER"
+  ledger_row "$rel" $rc "$t0" "$s0"
   return $rc
 }
 # an evaluation job (evaluate.py: the same sets, per_image.csv for paired differences): ejob QUESTION/NAME CKPT overrides...
@@ -110,8 +114,7 @@ ejob() {
   t0=$(date -u +%FT%TZ); s0=$(date +%s)
   nice -n "$NICE" "$PY" evaluate.py "${ebase[@]}" "ckpt_path=$ckpt" progress_bar=false data.benchmark_root="$BENCH" \
     "data.benchmark_sets=$(bench_sets)" hydra.run.dir="$dir" "$@" || rc=$?
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rel" "$([[ $rc == 0 ]] && echo ok || echo "exit $rc")" "$t0" \
-    "$(date -u +%FT%TZ)" "$(( $(date +%s) - s0 ))" "$(hostname)" "$CPU" >> "$LEDGER"
+  ledger_row "$rel" $rc "$t0" "$s0"
   return $rc
 }
 vjob() {  # a video job: the image benchmark sets do not apply

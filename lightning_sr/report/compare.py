@@ -196,10 +196,7 @@ def init_budget(job: Job, depth: int = 8) -> tuple[int, int] | None:
     path = job.select("model.init_from")
     if not path or depth == 0:
         return None
-    run = Path(str(path)).expanduser().parent.parent  # <run>/checkpoints/last.ckpt
-    if not (run / "metrics.json").is_file():
-        return None
-    parent = load_job(run)
+    parent = load_job(Path(str(path)).expanduser().parent.parent)  # <run>/checkpoints/last.ckpt; none: unfinished
     if not parent.metrics or parent.status != "finished":
         return None
     steps, seen = int(parent.metrics.get("global_step") or 0), images_seen(parent) or 0
