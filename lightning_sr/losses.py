@@ -8,8 +8,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
 
-from lightning_sr.errors import require
+from lightning_sr.errors import WeightsError, require
 from lightning_sr.pretrained import load_state_dict_file, resolve_pretrained
 
 VGG19_FILE = "vgg19-dcbfe0d2.pth"
@@ -49,18 +50,30 @@ class VGGFeatures(nn.Module):
     def __init__(self, layers: list[str], pretrained: bool = True, weights_path: str | None = None,
                  key: str = "model.perceptual"):
         super().__init__()
-        from torchvision.models import vgg19
-
         self.index = {layer: _vgg_index(layer, f"{key}.layers") for layer in layers}
-        net = vgg19(weights=None)
+        # only the feature layers up to the deepest one used: torchvision's vgg19() would also build (and randomly
+        # initialise) its 120 M-parameter classifier, seconds of CPU per SRGAN/TecoGAN process for nothing
+        last = max(self.index.values())
+        self.features = make_layers(cfgs["E"])[: last + 1]
         if pretrained:
             path = resolve_pretrained(weights_path, VGG19_FILE, VGG19_URL, f"{key}.weights_path",
                                       what="perceptual loss VGG19")
-            net.load_state_dict(load_state_dict_file(path))
+            state = load_state_dict_file(path)
+            keep = {k.removeprefix("features."): v for k, v in state.items()
+                    if k.startswith("features.") and int(k.split(".")[1]) <= last}
+            try:
+                self.features.load_state_dict(keep)
+            except RuntimeError as e:
+                raise WeightsError(f"{path} is not a torchvision VGG19 state dict ({f'{key}.weights_path'}): "
+                                   f"{str(e).splitlines()[0]}") from e
         else:
             warnings.warn(f"perceptual loss with a RANDOM VGG19 ({key}.pretrained=false): for tests only",
                           stacklevel=2)
-        self.features = net.features[: max(self.index.values()) + 1].eval()
+            for m in self.features.modules():  # torchvision's VGG initialisation of its convolutions
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+        self.features.eval()
         for p in self.features.parameters():
             p.requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
