@@ -13,7 +13,7 @@
 * an image (PNG, JPEG, WebP, BMP, TIFF; 8 or 16 bit, gray or RGBA become 8-bit RGB exactly as in training:
   :func:`lightning_sr.ops.image_io.read_rgb`) -> ``output`` (an image file, or a folder: ``<output>/<stem>.png``);
 * a folder of images -> ``<output>/<stem>.png`` each. For a video model (FRVSR/TecoGAN) a folder is a clip: its
-  frames are streamed in time order (:func:`lightning_sr.data.video.list_frames`) with the recurrent state,
+  frames are streamed in time order (:func:`lightning_sr.data.frames.list_frames`) with the recurrent state,
   after ``warmup`` warm-up frames (default 5, TecoGAN's: frames 5..1 run first and their outputs are dropped;
   ``min(warmup, n - 1)`` for a clip of n frames; 0 = cold start), exactly as ``evaluate.py`` with the same
   ``val.warmup_frames``;
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from lightning_sr.cli import parse_bool, parse_key_values
-from lightning_sr.data.video import list_frames
+from lightning_sr.data.frames import list_frames
 from lightning_sr.deploy import Deployable, load_deployable
 from lightning_sr.errors import ConfigError, DataError, LightningSRError, require
 from lightning_sr.inference import (

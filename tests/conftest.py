@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Lightning's INFO lines ("Seed set to 0") go to the stderr of the moment Lightning is first imported: imported here,
+# they stay out of the stderr that run_task_in_process reads (which must hold the one error line), whichever test
+# happens to import Lightning first
+import lightning.pytorch  # noqa: F401
 import pytest
 import torch
 from hydra import compose as hydra_compose

@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import SMOKE, compose, run_cli
 
 
+@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's (b) column counts every DDP job's launches the same way
 @pytest.mark.slow
 def test_multirun_times_ddp_runs_each_job_once(tmp_path):
     p = run_cli("train.py", ["-m", *SMOKE, "model.res_blocks=1,2", "trainer=ddp_cpu", "trainer.devices=2",
@@ -67,6 +68,7 @@ def _evaluate(ckpt, out):
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's srgan row runs channel pruning under DDP
 @pytest.mark.slow
 def test_srgan_with_data_driven_pruning_under_ddp_equals_a_single_process(tmp_path):
     """SRGAN (BatchNorm discriminator, generator/discriminator toggling) trains on 2 CPU processes; global
@@ -125,6 +127,7 @@ def test_a_crash_on_one_rank_neither_hangs_nor_loses_the_checkpoint(tmp_path):
     assert 3 <= torch.load(ckpt, weights_only=True, map_location="cpu")["global_step"] <= 4
 
 
+@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's (b) column runs channel_sparsity+distill under DDP
 @pytest.mark.slow
 def test_channel_sparsity_with_distillation_under_ddp_equals_a_single_process(tmp_path):
     """Gates (own optimiser), the teacher and a feature adapter (gradients averaged by hand) on 2 processes; the

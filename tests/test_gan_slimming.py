@@ -137,6 +137,7 @@ def _weights(ckpt):
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's (d) column kills GAN Slimming in both phases
 def test_killed_while_the_gated_network_trains_fake_quantized_resumes_to_the_uninterrupted_result(teacher, tmp_path):
     import torch
 

@@ -141,6 +141,7 @@ def test_transforms_and_loaders_stay_free_of_lightning_and_callbacks_once_import
     code = ("import sys\n"
             "import lightning_sr.transforms.quant, lightning_sr.transforms.eager_quant, lightning_sr.transforms.int8_io\n"
             "import lightning_sr.transforms.channels, lightning_sr.transforms.blocks\n"
+            "import lightning_sr.data.prepare  # lsr-data: a download tool, seconds faster without Lightning\n"
             "assert not {m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')}, 'lightning'\n"
             "import lightning_sr.checkpoint, lightning_sr.deploy, lightning_sr.inference, lightning_sr.export\n"
             "import lightning_sr.loggers, lightning_sr.models, lightning_sr.modules\n"

@@ -292,7 +292,7 @@ def test_bad_clip_folders_are_one_line_errors(tmp_path, case, match):
 
 
 def test_non_numeric_frame_names_warn_and_numeric_ones_sort_by_number(tmp_path, caplog):
-    from lightning_sr.data.video import list_frames
+    from lightning_sr.data.frames import list_frames
 
     _clip(tmp_path / "n", 3, names=["frame2.png", "frame10.png", "frame1.png"])
     assert [f.name for f in list_frames(tmp_path / "n", "clip")] == ["frame1.png", "frame2.png", "frame10.png"]
@@ -336,6 +336,7 @@ def test_tecogan_block_pruning_smoke_sweep_with_report(tmp_path):
     assert "tOF" in md and "001_7e75d2e60180182f.txt" in md
 
 
+@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's tecogan row runs under DDP
 @pytest.mark.slow
 def test_tecogan_under_ddp_equals_a_single_process(tmp_path):
     from tests.conftest import run_cli
@@ -443,7 +444,7 @@ def _random_frnet_ckpt(path):
 
 def _by_hand(gen, lr_dir, order, keep_from):
     """The recurrent step run by hand over the LR frames in ``order``; 8-bit outputs from position ``keep_from``."""
-    from lightning_sr.data.video import list_frames
+    from lightning_sr.data.frames import list_frames
     from lightning_sr.inference import to_uint8
     from lightning_sr.ops.image_io import read_rgb
 

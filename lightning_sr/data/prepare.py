@@ -47,7 +47,7 @@ import yaml
 
 from lightning_sr.cli import parse_bool
 from lightning_sr.data.degradation import gaussian_bd
-from lightning_sr.data.video import list_frames
+from lightning_sr.data.frames import list_frames
 from lightning_sr.errors import ConfigError, DataError, LightningSRError, require
 from lightning_sr.fs import atomic_write, promote
 from lightning_sr.ops.image_io import read_rgb, write_rgb

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,34 +34,14 @@ from lightning_sr.data.cache import CACHE_MODES, cached_pair, entry_key, lr_file
 from lightning_sr.data.datasets import TEST, VAL
 from lightning_sr.data.degradation import DEGRADATIONS, degrade, flip_shift
 from lightning_sr.data.embedded_video import materialize_clips
+from lightning_sr.data.frames import LAYOUT, list_frames
 from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import ConfigError, DataError, require
-from lightning_sr.ops.image_io import IMG_EXTS, read_rgb
+from lightning_sr.ops.image_io import read_rgb
 
 log = logging.getLogger(__name__)
 
 FRAME_INDEX = 100_000  # record index of frame f of clip c: c * FRAME_INDEX + f
-LAYOUT = "<root>/<clip>/<frame>.png or <root>/<clip>/GT/<frame>.png"
-
-
-def _number(name: str) -> int | None:
-    m = re.findall(r"\d+", name)
-    return int(m[-1]) if m else None
-
-
-def list_frames(folder: Path, what: str) -> list[Path]:
-    """Image files of a clip folder in time order (numeric); a one-line DataError when there are none."""
-    if not folder.is_dir():
-        raise DataError(f"{what} {folder} does not exist (expected layout: {LAYOUT})")
-    files = [f for f in folder.iterdir() if f.suffix.lower() in IMG_EXTS and not f.name.startswith(".") and f.is_file()]
-    if not files:
-        raise DataError(f"{what} {folder} holds no frames ({', '.join(IMG_EXTS)}); remove the empty clip folder")
-    nums = [_number(f.stem) for f in files]
-    if any(n is None for n in nums):
-        log.warning("%s %s: frame names without a number (%s...): using alphabetical order, which may not be time "
-                    "order; name frames 0001.png, 0002.png...", what, folder, files[0].name)
-        return sorted(files)
-    return [f for _, f in sorted(zip(nums, files, strict=True), key=lambda t: (t[0], t[1].name))]
 
 
 @dataclass
