@@ -233,7 +233,12 @@ def _independent_accuracy(gen: nn.Module, train_set, test_set) -> tuple[float, l
     return 100.0 * sum(right) / len(right), right
 
 
-@pytest.mark.parametrize("model,conv", [("lenet5", "normal"), ("lenet5", "recycle"), ("resnet18", "normal"),
+# LeNet5's two runs go to make test-matrix, whose classify row trains and evaluates LeNet5 normal and recycled too
+LENET5 = pytest.mark.matrix
+
+
+@pytest.mark.parametrize("model,conv", [pytest.param("lenet5", "normal", marks=LENET5),
+                                        pytest.param("lenet5", "recycle", marks=LENET5), ("resnet18", "normal"),
                                         ("resnet18", "recycle")])
 def test_classifier_end_to_end_train_then_evaluate_equals_an_independent_evaluation(model, conv, tmp_path):
     """train.py task=classify (normal and recycled LeNet5 and ResNet18) on CIFAR-10 batches, then evaluate.py on its
