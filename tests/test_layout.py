@@ -90,6 +90,58 @@ def test_default_protect_must_name_modules_of_the_network(monkeypatch):
     check_layout(gen, need=("body",))  # the protection is only checked when asked for
 
 
+def _transforms():
+    """Every transform entry point that addresses the layout, with the key its one line starts with."""
+    from lightning_sr.transforms.blocks import l1_scores, output_delta_scores, prune_blocks
+    from lightning_sr.transforms.channels import find_groups, prune_channels
+
+    return {"prune_blocks": (lambda g: prune_blocks(g, [0]), "compression.block_prune"),
+            "l1_scores": (l1_scores, "compression.block_prune"),
+            "output_delta_scores": (lambda g: output_delta_scores(g, None),
+                                    "compression.block_prune.criterion=output_delta"),
+            "prune_channels": (lambda g: prune_channels(g, 0.5), "compression.channel_prune"),
+            "find_groups": (lambda g: find_groups(g, None), "compression.channel_sparsity")}
+
+
+@pytest.mark.parametrize("transform", sorted(_transforms()))
+@pytest.mark.parametrize("arch", ["srresnet", "frnet"])
+def test_a_transform_on_a_network_lacking_a_part_is_check_layouts_one_line(transform, arch):
+    """The transforms find the blocks, stages and protection through check_layout, not their own probes: a network
+    without the part (here ``body``, in the network or its blocks_owner) gets the layout's one line, and nothing
+    was changed."""
+    fn, key = _transforms()[transform]
+    gen = build_generator(_spec(arch))
+    del layout_of(gen).body
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    with pytest.raises(ConfigError) as e:
+        fn(gen)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{key} needs the SR layout part `body`") and f"model.arch={arch!r}" in msg
+    assert gen.state_dict().keys() == before.keys()
+
+
+@pytest.mark.parametrize("transform", ["prune_channels", "find_groups"])
+def test_channel_transforms_take_the_default_protection_from_the_layout(transform, monkeypatch):
+    """No silent [head, tail] fallback: a network without ``default_protect`` is refused (one line) unless the
+    protection is given; with it given the transform runs."""
+    from lightning_sr.models.srresnet import SRResNet
+    from lightning_sr.transforms.channels import find_groups, prune_channels
+
+    monkeypatch.delattr(SRResNet, "default_protect")
+    fn, key = _transforms()[transform]
+    with pytest.raises(ConfigError) as e:
+        fn(build_generator(_spec("srresnet")))
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith(f"{key} needs the SR layout's default_protect")
+    gen = build_generator(_spec("srresnet"))
+    if transform == "prune_channels":
+        prune_channels(gen, 0.5, protect=["head", "tail"])
+        assert gen.body[0].conv1.out_channels == 4
+    else:
+        assert find_groups(gen, ["tail"])
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
 def test_every_model_config_names_a_registered_arch(name, tmp_path):
     """``model=<name>`` as Hydra composes it (defaults included: srgan.yaml inherits srresnet's arch)."""
