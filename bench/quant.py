@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_sr.checkpoint import load_generator  # noqa: E402
 from lightning_sr.cost import compile_cpu, state_dict_bytes  # noqa: E402
-from lightning_sr.models import build_generator  # noqa: E402
+from lightning_sr.networks import build_generator  # noqa: E402
 from lightning_sr.transforms import int8_io, quant  # noqa: E402
 
 SET5_LR = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set5" / "LR_bicubic" / "X4"

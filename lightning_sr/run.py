@@ -28,11 +28,11 @@ from lightning_sr.config import (
 from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import ConfigError, LightningSRError
 from lightning_sr.fs import atomic_write
+from lightning_sr.lit_modules import eval_module_class
 from lightning_sr.loggers import build_loggers, finish_loggers
 from lightning_sr.manifest import write_manifest
 from lightning_sr.metrics import METRIC_MODES
-from lightning_sr.models import build_generator
-from lightning_sr.modules import eval_module_class
+from lightning_sr.networks import build_generator
 from lightning_sr.overrides import flatten, to_plain, user_overrides
 from lightning_sr.strategies import end_process_group
 from lightning_sr.summary import compression_ratios, mean_metrics

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lightning_sr.checkpoint import ARCH_KEY
-from lightning_sr.models import build_generator
+from lightning_sr.networks import build_generator
 
 SPEC = {"arch": "srresnet", "res_blocks": 2, "channels": 8, "scale": 4, "norm": "none", "act": "prelu",
         "skip": "bicubic", "res_scale": 1.0}

@@ -11,7 +11,7 @@ import torch
 from lightning_sr.checkpoint import load_generator, read_checkpoint
 from lightning_sr.compression.block_pruning import BlockPruning
 from lightning_sr.errors import ConfigError
-from lightning_sr.models import build_generator
+from lightning_sr.networks import build_generator
 from lightning_sr.run import train
 from lightning_sr.transforms.blocks import (
     l1_scores,

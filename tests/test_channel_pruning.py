@@ -10,7 +10,7 @@ from torch import nn
 from lightning_sr.compression.channel_pruning import ChannelPruning
 from lightning_sr.cost import count_macs, count_params
 from lightning_sr.errors import ConfigError
-from lightning_sr.models import build_generator, load_generator_state
+from lightning_sr.networks import build_generator, load_generator_state
 from lightning_sr.transforms.channels import (
     n_to_prune,
     prune_channels,

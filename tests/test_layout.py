@@ -1,6 +1,6 @@
-"""The SR layout contract (models/layout.py) and the architecture registry: every registered SR architecture has the
+"""The SR layout contract (networks/layout.py) and the architecture registry: every registered SR architecture has the
 layout the transforms address, a network missing a part is one line naming it, every model config names a
-registered architecture and every architecture module is imported by ``lightning_sr.models``."""
+registered architecture and every architecture module is imported by ``lightning_sr.networks``."""
 
 import ast
 from pathlib import Path
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-import lightning_sr.models
+import lightning_sr.networks
 from lightning_sr.errors import ConfigError
-from lightning_sr.models import ARCHS, build_generator
-from lightning_sr.models.layout import PARTS, SRLayout, check_layout, layout_of
+from lightning_sr.networks import ARCHS, build_generator
+from lightning_sr.networks.layout import PARTS, SRLayout, check_layout, layout_of
 from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_a_transform_on_a_network_lacking_a_part_is_check_layouts_one_line(trans
 def test_channel_transforms_take_the_default_protection_from_the_layout(transform, monkeypatch):
     """No silent [head, tail] fallback: a network without ``default_protect`` is refused (one line) unless the
     protection is given; with it given the transform runs."""
-    from lightning_sr.models.srresnet import SRResNet
+    from lightning_sr.networks.srresnet import SRResNet
     from lightning_sr.transforms.channels import find_groups, prune_channels
 
     monkeypatch.delattr(SRResNet, "default_protect")
@@ -150,9 +150,9 @@ def test_every_model_config_names_a_registered_arch(name, tmp_path):
 
 
 def test_every_architecture_module_is_imported_by_the_package():
-    """A module that registers an architecture (``@register(...)``) but is not imported by lightning_sr.models
+    """A module that registers an architecture (``@register(...)``) but is not imported by lightning_sr.networks
     would leave its arch unknown to configs and checkpoints."""
-    folder = Path(lightning_sr.models.__file__).parent
+    folder = Path(lightning_sr.networks.__file__).parent
     registering = []
     for path in sorted(folder.glob("*.py")):
         tree = ast.parse(path.read_text())
@@ -164,9 +164,9 @@ def test_every_architecture_module_is_imported_by_the_package():
     assert {"srresnet", "multi_exit", "video", "bicubic", "classify"} <= set(registering)
     imported = set()
     for node in ast.walk(ast.parse((folder / "__init__.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "lightning_sr.models":
+        if isinstance(node, ast.ImportFrom) and node.module == "lightning_sr.networks":
             imported |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lightning_sr.models."):
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lightning_sr.networks."):
             imported.add(node.module.rsplit(".", 1)[1])
     missing = [m for m in registering if m not in imported]
-    assert not missing, f"lightning_sr/models/__init__.py does not import {missing}"
+    assert not missing, f"lightning_sr/networks/__init__.py does not import {missing}"

@@ -6,7 +6,7 @@ from torch import nn
 
 from lightning_sr.cost import count_params
 from lightning_sr.errors import ConfigError
-from lightning_sr.models import ResidualBlock, SRResNet, VGGDiscriminator, build_generator, tiled_forward
+from lightning_sr.networks import ResidualBlock, SRResNet, VGGDiscriminator, build_generator, tiled_forward
 
 
 @pytest.mark.parametrize("norm", ["batch", "none"])

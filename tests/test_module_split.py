@@ -1,14 +1,14 @@
-"""The LightningModule layers (modules/): the task-agnostic base, the evaluation loop and SR path, the GAN mixin.
+"""The LightningModule layers (lit_modules/): the task-agnostic base, the evaluation loop and SR path, the GAN mixin.
 Real modules, no Trainer: what each layer gives and that no block of code is repeated between the module files."""
 
 from pathlib import Path
 
 import pytest
 
-import lightning_sr.modules
-from lightning_sr.modules import ClassifyModule, SRBaseModule, SRGANModule, TaskModule, VideoSRModule
-from lightning_sr.modules.evaluation import EvaluationLoop, SREvaluation
-from lightning_sr.modules.gan import GANMixin
+import lightning_sr.lit_modules
+from lightning_sr.lit_modules import ClassifyModule, SRBaseModule, SRGANModule, TaskModule, VideoSRModule
+from lightning_sr.lit_modules.evaluation import EvaluationLoop, SREvaluation
+from lightning_sr.lit_modules.gan import GANMixin
 
 SR_SPEC = {"arch": "srresnet", "res_blocks": 1, "channels": 8, "scale": 2, "norm": "none"}
 VIDEO_SPEC = {"arch": "frnet", "res_blocks": 1, "channels": 8, "scale": 4}
@@ -44,7 +44,7 @@ def test_gan_mixin_keeps_frozen_vgg_out_of_checkpoints(cls, spec, kwargs, frozen
 
 
 def test_no_block_of_six_lines_is_repeated_between_module_files():
-    folder = Path(lightning_sr.modules.__file__).parent
+    folder = Path(lightning_sr.lit_modules.__file__).parent
     seen: dict[str, tuple[str, int]] = {}
     repeated = []
     for path in sorted(folder.glob("*.py")):

@@ -16,8 +16,8 @@ from lightning_sr.cost import count_params
 from lightning_sr.errors import ConfigError
 from lightning_sr.export import export_exit
 from lightning_sr.export import main as export_main
-from lightning_sr.models import MultiExitSRResNet, SRResNet, build_generator
-from lightning_sr.modules.multi_exit import MultiExitModule, self_distillation_loss
+from lightning_sr.lit_modules.multi_exit import MultiExitModule, self_distillation_loss
+from lightning_sr.networks import MultiExitSRResNet, SRResNet, build_generator
 from tests.conftest import ROOT, SMOKE, compose
 
 TINY = dict(res_blocks=4, channels=8, scale=4, norm="batch", act="prelu", skip="none")

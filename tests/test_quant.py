@@ -45,7 +45,7 @@ def qat_run(tiny_data, init_ckpt, tmp_path_factory):  # noqa: F811
 def test_bicubic_skip_is_capturable_with_dynamic_size():
     """The generators' global skip exports with dynamic batch/height/width and equals MATLAB's imresize at sizes
     other than the one it was captured at."""
-    from lightning_sr.models.graph import example_input, export_dims
+    from lightning_sr.networks.graph import example_input, export_dims
     from lightning_sr.ops.imresize import bicubic_upscale, imresize
 
     class Skip(nn.Module):
@@ -244,7 +244,7 @@ def test_missing_torchao_is_one_line(monkeypatch):
 def test_multi_exit_ptq_makes_every_exit_int8_and_evaluates_each(tiny_data, tmp_path):  # noqa: F811
     """The multi-exit module: the captured graph returns every exit; the int8 model is evaluated on each."""
     from lightning_sr.config import generator_spec
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
     from tests.compression_helpers import randomize
 
     me = SMOKE + tiny_data + ["model=multi_exit", "model.res_blocks=2", "model.exits=[1]"]
@@ -260,7 +260,7 @@ def test_multi_exit_ptq_makes_every_exit_int8_and_evaluates_each(tiny_data, tmp_
     gen, spec = load_generator(Path(q["artefact"]))
     assert spec["arch"] == "multi_exit"
     with torch.no_grad():
-        from lightning_sr.models import named_outputs
+        from lightning_sr.networks import named_outputs
 
         outs = named_outputs(gen, torch.rand(1, 3, 8, 8))
     assert set(outs) == {"", "exit1"} and all(o.shape == (1, 3, 32, 32) for o in outs.values())

@@ -18,7 +18,7 @@ from lightning_sr.cost import count_macs, count_params
 from lightning_sr.errors import ConfigError, DataError
 from lightning_sr.export import materialize_checkpoint
 from lightning_sr.fs import atomic_torch_save
-from lightning_sr.models import RecycleConv2d, build_generator, recycled_layers
+from lightning_sr.networks import RecycleConv2d, build_generator, recycled_layers
 from tests.conftest import SMOKE, compose
 
 
@@ -105,7 +105,7 @@ def test_recycled_model_trains_and_last_ckpt_rebuilds_the_trained_network(name, 
             a = torch.cat(list(stream_frames(in_run, (f[None] for f in x[0]), 4)))
             b = torch.cat(list(stream_frames(loaded.eval(), (f[None] for f in x[0]), 4)))
         else:
-            from lightning_sr.models import named_outputs
+            from lightning_sr.networks import named_outputs
 
             a, b = named_outputs(in_run, x), named_outputs(loaded.eval(), x)
             assert a.keys() == b.keys()

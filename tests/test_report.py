@@ -215,7 +215,7 @@ def test_acceptance_smoke_sweep_wandb_report(tmp_path):
     Then the same command again after job 1 was 'pre-empted': job 0 is skipped, job 1 runs again."""
     from lightning_sr.config import generator_spec
     from lightning_sr.cost import count_params
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
     from tests.conftest import compose
     from tests.wandb_store import offline_runs
 

@@ -13,8 +13,8 @@ import torch
 from lightning_sr.checkpoint import load_generator, read_checkpoint
 from lightning_sr.compression.distill import affinity
 from lightning_sr.errors import ConfigError, WeightsError
-from lightning_sr.models import build_generator
-from lightning_sr.models.gates import attach_gate, gated_modules
+from lightning_sr.networks import build_generator
+from lightning_sr.networks.gates import attach_gate, gated_modules
 from lightning_sr.run import build_callbacks, train
 from lightning_sr.transforms.channels import find_groups, fold_all_gates, remove_channels
 from tests.compression_helpers import SPEC, save_ckpt, tiny_generator

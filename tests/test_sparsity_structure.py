@@ -15,8 +15,8 @@ from torch import nn
 
 from lightning_sr.compression.channel_sparsity import ChannelSparsity
 from lightning_sr.errors import ConfigError
-from lightning_sr.models import build_generator
-from lightning_sr.models.gates import GATE, attach_gate, gated_modules
+from lightning_sr.networks import build_generator
+from lightning_sr.networks.gates import GATE, attach_gate, gated_modules
 from lightning_sr.run import build_callbacks, build_module, train
 from lightning_sr.strategies import GateKeepingSyncBatchNorm
 from lightning_sr.transforms.channels import (

@@ -33,7 +33,7 @@ from lightning_sr.checkpoint import generator_from_checkpoint, read_checkpoint
 from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import ConfigError, check, require
 from lightning_sr.metrics import METRIC_MODES
-from lightning_sr.models import adapt_to_state_dict
+from lightning_sr.networks import adapt_to_state_dict
 from lightning_sr.summary import mean_metrics
 
 log = logging.getLogger(__name__)

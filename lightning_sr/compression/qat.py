@@ -31,8 +31,8 @@ from lightning_sr.checkpoint import QAT_KEY, load_fp32_state
 from lightning_sr.compression.base import rebuild_optimizers, resumed_state, short
 from lightning_sr.compression.quantization import Quantization, eager_quant, quant
 from lightning_sr.errors import check, require
-from lightning_sr.models import build_generator
-from lightning_sr.models.graph import GraphGenerator
+from lightning_sr.networks import build_generator
+from lightning_sr.networks.graph import GraphGenerator
 
 log = logging.getLogger(__name__)
 

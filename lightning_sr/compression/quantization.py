@@ -3,7 +3,7 @@
 
 Both capture the generator with ``torch.export`` (dynamic batch, height and width) and quantize it with torchao's
 PT2E flow and :class:`lightning_sr.transforms.quant.SRQuantizer` (x86 recipe plus SR-specific options); the
-model definitions do not change: the captured graph wraps the generator (:class:`~lightning_sr.models.graph.
+model definitions do not change: the captured graph wraps the generator (:class:`~lightning_sr.networks.graph.
 GraphGenerator`) and takes its place.
 
 :meth:`Quantization.finish` converts the prepared graph, writes ``int8.pt2`` (and ``int8.json``) beside
@@ -39,8 +39,8 @@ from lightning_sr.compression.base import (
 )
 from lightning_sr.cost import compiled_latency_ms, cost_from_config, state_dict_bytes
 from lightning_sr.errors import ConfigError, check, require
-from lightning_sr.models import named_outputs
-from lightning_sr.models.graph import COPIED_ATTRS
+from lightning_sr.networks import named_outputs
+from lightning_sr.networks.graph import COPIED_ATTRS
 from lightning_sr.summary import results_summary
 from lightning_sr.transforms import int8_io
 

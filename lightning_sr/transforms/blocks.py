@@ -10,7 +10,7 @@ of ``generator.body`` (an ``nn.ModuleList``) that are dropped are chosen by ``cr
   last block) least, measured one block at a time on a calibration batch (centre crops of the first
   validation images): ``||trunk(all) - trunk(all but i)||_2 / ||trunk(all)||_2``.
 
-The blocks are found through the SR layout (:func:`lightning_sr.models.layout.check_layout`): a network without
+The blocks are found through the SR layout (:func:`lightning_sr.networks.layout.check_layout`): a network without
 an ``nn.ModuleList`` ``body`` (in itself or its ``blocks_owner``) is refused with one line naming the missing part.
 Kept blocks keep their order and weights; the callback (``compression=block_prune``,
 :mod:`lightning_sr.compression.block_pruning`) sets ``pl_module.generator_spec["res_blocks"]`` to ``keep`` so the
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models import conv_layers, is_multi_output
-from lightning_sr.models.layout import check_layout
+from lightning_sr.networks import conv_layers, is_multi_output
+from lightning_sr.networks.layout import check_layout
 
 CRITERIA = ("last", "l1", "output_delta")
 

@@ -24,9 +24,9 @@ the per-channel activation/norm parameters (if any) and input channel ``c`` of t
 stage or tail), ranked by the same importance over those tensors (always per stage, at ``ratio``).
 With ``upsampler: ignore`` the upsampler keeps its width.
 
-The network must have the SR layout (:mod:`lightning_sr.models.layout`: head, body, upsampler, tail and, when no
-``protect`` is given, ``default_protect``); one without is refused by :func:`~lightning_sr.models.layout.check_layout`
-with one line naming the missing part. A pruned checkpoint reloads without a config: ``lsr_arch`` + ``models.registry.adapt_to_state_dict``.
+The network must have the SR layout (:mod:`lightning_sr.networks.layout`: head, body, upsampler, tail and, when no
+``protect`` is given, ``default_protect``); one without is refused by :func:`~lightning_sr.networks.layout.check_layout`
+with one line naming the missing part. A pruned checkpoint reloads without a config: ``lsr_arch`` + ``networks.registry.adapt_to_state_dict``.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from torch import nn
 
 from lightning_sr.cost import count_macs
 from lightning_sr.errors import check, check_choice, require
-from lightning_sr.models import conv_layers, is_conv, is_multi_output, named_outputs
-from lightning_sr.models.gates import GATE, detach_gate, gated_modules
-from lightning_sr.models.layout import PARTS, PROTECT, check_layout, layout_of
-from lightning_sr.models.recycle import require_plain_convs
+from lightning_sr.networks import conv_layers, is_conv, is_multi_output, named_outputs
+from lightning_sr.networks.gates import GATE, detach_gate, gated_modules
+from lightning_sr.networks.layout import PARTS, PROTECT, check_layout, layout_of
+from lightning_sr.networks.recycle import require_plain_convs
 
 IMPORTANCES = ("l1", "l2", "taylor")
 UPSAMPLER_MODES = ("group", "ignore")

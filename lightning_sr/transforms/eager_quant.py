@@ -40,7 +40,7 @@ from torchao.quantization.pt2e.prepare import (
 )
 from torchao.quantization.pt2e.quantizer.utils import get_input_act_qspec, get_weight_qspec
 
-from lightning_sr.models.blocks import ResidualBlock
+from lightning_sr.networks.blocks import ResidualBlock
 from lightning_sr.transforms.quant import QuantSettings, module_names, under_prefix
 
 FQ = "_lsr_fake_quant"  # {"input": fq, "weight": fq} in the module's __dict__ (not registered)

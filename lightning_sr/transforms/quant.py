@@ -45,8 +45,8 @@ from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
 from torchao.quantization.pt2e.quantizer.utils import get_input_act_qspec, get_output_act_qspec
 
 from lightning_sr.errors import require
-from lightning_sr.models.conv import conv_layers
-from lightning_sr.models.graph import (
+from lightning_sr.networks.conv import conv_layers
+from lightning_sr.networks.graph import (
     GraphGenerator,
     capture_target,
     example_input,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models.conv import make_conv
+from lightning_sr.networks.conv import make_conv
 
 
 class VGGDiscriminator(nn.Module):

@@ -6,7 +6,7 @@ Compression that changes tensor shapes (channel pruning) is rebuilt by :func:`ad
 which resizes layers to the shapes the state dict holds.
 
 Architectures register themselves where they are defined (``@register("srresnet", keys=(...))``);
-this module imports none of them (``lightning_sr.models`` imports every architecture module).
+this module imports none of them (``lightning_sr.networks`` imports every architecture module).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def adapt_to_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]
 def attach_saved_gates(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Channel gates saved in the state dict (``<layer>.lsr_gate``, a checkpoint taken while channel sparsity was
     learning) are attached again, so the model computes what was validated."""
-    from lightning_sr.models.gates import GATE, attach_gate
+    from lightning_sr.networks.gates import GATE, attach_gate
 
     for key, value in state_dict.items():
         if key.endswith("." + GATE):

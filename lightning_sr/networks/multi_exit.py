@@ -12,7 +12,7 @@ Exits are named ``exit<k>`` (k = number of residual blocks before the exit); the
 full central model, is ``exit<res_blocks>`` and uses the SRResNet's own ``body_tail/upsampler/tail``.
 ``forward(x)`` returns the deepest output only, so the model is a plain generator everywhere;
 :meth:`forward_exits` returns every exit by its own name (and, on request, the trunk features at each exit),
-and :meth:`forward_outputs` (the :class:`~lightning_sr.models.outputs.MultiOutput` interface that modules and
+and :meth:`forward_outputs` (the :class:`~lightning_sr.networks.outputs.MultiOutput` interface that modules and
 tools use) the same with the deepest exit as the main output ``""``.
 """
 
@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models.outputs import MAIN, MultiOutput
-from lightning_sr.models.registry import build_generator, load_generator_state, register
-from lightning_sr.models.srresnet import SRResNet, srresnet_convs, validate_srresnet_args
+from lightning_sr.networks.outputs import MAIN, MultiOutput
+from lightning_sr.networks.registry import build_generator, load_generator_state, register
+from lightning_sr.networks.srresnet import SRResNet, srresnet_convs, validate_srresnet_args
 
 
 def exit_name(k: int) -> str:

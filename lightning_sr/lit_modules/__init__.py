@@ -1,15 +1,16 @@
-"""All LightningModules live here; ``build_module`` picks one from ``model.module``."""
+"""The LightningModules: how a network (:mod:`lightning_sr.networks`) is trained and evaluated, one class per
+``model.module`` (``sr``, ``srgan``, ``multi_exit``, ``video``, ``classify``); ``build_module`` picks it."""
 
 from __future__ import annotations
 
 from lightning_sr.errors import ConfigError
-from lightning_sr.modules.base import TaskModule
-from lightning_sr.modules.classify import ClassifyModule
-from lightning_sr.modules.evaluation import metric_key
-from lightning_sr.modules.multi_exit import MultiExitModule
-from lightning_sr.modules.sr import SRBaseModule, SRModule
-from lightning_sr.modules.srgan import SRGANModule
-from lightning_sr.modules.video import VideoSRModule
+from lightning_sr.lit_modules.base import TaskModule
+from lightning_sr.lit_modules.classify import ClassifyModule
+from lightning_sr.lit_modules.evaluation import metric_key
+from lightning_sr.lit_modules.multi_exit import MultiExitModule
+from lightning_sr.lit_modules.sr import SRBaseModule, SRModule
+from lightning_sr.lit_modules.srgan import SRGANModule
+from lightning_sr.lit_modules.video import VideoSRModule
 
 MODULES: dict[str, type[TaskModule]] = {"sr": SRModule, "srgan": SRGANModule, "eval": SRBaseModule}
 MODULES["multi_exit"] = MultiExitModule

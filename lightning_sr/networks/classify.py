@@ -1,6 +1,6 @@
 """CIFAR-10 classifiers of the Weight Recycle paper's table (004): LeNet5 and ResNet18.
 
-Both build every convolution through :func:`~lightning_sr.models.conv.make_conv`, so ``model.conv=recycle``
+Both build every convolution through :func:`~lightning_sr.networks.conv.make_conv`, so ``model.conv=recycle``
 recycles them like in the SR networks: with ``conv_scope=all`` (their config's default) every convolution but the
 first (the stem; the last layer is the linear classifier); with ``residual`` only the 3x3 convolutions inside
 ResNet18's basic blocks (LeNet5 has none: a one-line error). 1x1 convolutions (ResNet18's projection shortcuts)
@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models.conv import conv_kwargs, make_conv
-from lightning_sr.models.recycle import check_scope, conv_choice
-from lightning_sr.models.registry import register
+from lightning_sr.networks.conv import conv_kwargs, make_conv
+from lightning_sr.networks.recycle import check_scope, conv_choice
+from lightning_sr.networks.registry import register
 
 CLASSIFY_KEYS = ("num_classes", "conv", "conv_scope", "recycle")
 

@@ -3,7 +3,7 @@
 :class:`GraphGenerator` wraps an ``fx.GraphModule`` so that the rest of the framework sees a normal generator:
 ``forward(x)`` is the main output; when the captured function returned several named outputs (every exit of a
 multi-exit model, :func:`capture_target`), :class:`GraphMultiOutput` is a
-:class:`~lightning_sr.models.outputs.MultiOutput`, so ``named_outputs``/``forward_outputs`` work unchanged.
+:class:`~lightning_sr.networks.outputs.MultiOutput`, so ``named_outputs``/``forward_outputs`` work unchanged.
 
 Train/eval: what ``.train()`` changes in an eager model (batch norm, dropout) is baked into a captured graph, and
 an exported graph refuses ``.train()``/``.eval()``. ``GraphGenerator.train(mode)`` sets the flags and calls the
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_sr.models.outputs import MAIN, MultiOutput, is_multi_output
+from lightning_sr.networks.outputs import MAIN, MultiOutput, is_multi_output
 from lightning_sr.ops.compile import compile_cpu
 
 MIN_SIZE = 3  # smallest LR height/width a captured graph accepts (the bicubic skip's border needs 2 pixels)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sr.errors import ConfigError, require
-from lightning_sr.models.conv import conv_layers, register_conv, replace_module
+from lightning_sr.networks.conv import conv_layers, register_conv, replace_module
 
 KIND = "recycle"
 CONV_CHOICES = ("normal", KIND)
@@ -120,7 +120,7 @@ class RecycleConv2d(nn.Module):
         return conv.train(self.training)
 
     def resized_like(self, weight: torch.Tensor) -> RecycleConv2d:
-        """A recycled convolution whose stored weight has ``weight``'s shape (``models.adapt_to_state_dict``)."""
+        """A recycled convolution whose stored weight has ``weight``'s shape (``networks.adapt_to_state_dict``)."""
         return RecycleConv2d(weight.shape[1], 4 * weight.shape[0], self.kernel_size, self.stride, self.padding,
                              self.bias is not None, self.order, self.bias_mode).to(self.weight.device)
 
@@ -136,7 +136,7 @@ register_conv(KIND, RecycleConv2d)
 # ----- the model option ---------------------------------------------------------------------------------------
 def conv_choice(conv: str, recycle: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``model.conv`` (+ ``model.recycle`` options) as the ``conv`` argument of blocks (see
-    :func:`lightning_sr.models.conv.conv_kwargs`): ``{"kind": "normal"}`` or ``{"kind": "recycle", "order": ...,
+    :func:`lightning_sr.networks.conv.conv_kwargs`): ``{"kind": "normal"}`` or ``{"kind": "recycle", "order": ...,
     "bias_mode": ...}``."""
     require(conv in CONV_CHOICES, f"model.conv={conv!r} is not supported; use one of {', '.join(CONV_CHOICES)}")
     if conv != KIND:

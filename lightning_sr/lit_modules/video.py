@@ -36,13 +36,13 @@ import torch.nn.functional as F
 from lightning_sr.data.video import FRAME_INDEX
 from lightning_sr.errors import require
 from lightning_sr.inference import WARMUP_FRAMES, is_recurrent, stream_frames, to_uint8
+from lightning_sr.lit_modules.evaluation import aggregate
+from lightning_sr.lit_modules.gan import GANMixin
+from lightning_sr.lit_modules.sr import SRBaseModule
 from lightning_sr.losses import CosineFeatureLoss, charbonnier_loss, pixel_loss
 from lightning_sr.metrics import METRIC_MODES, ClipScorer
-from lightning_sr.models import SpatioTemporalDiscriminator, backward_warp
-from lightning_sr.models.video import upscale_flow
-from lightning_sr.modules.evaluation import aggregate
-from lightning_sr.modules.gan import GANMixin
-from lightning_sr.modules.sr import SRBaseModule
+from lightning_sr.networks import SpatioTemporalDiscriminator, backward_warp
+from lightning_sr.networks.video import upscale_flow
 from lightning_sr.ops.image_io import write_rgb
 from lightning_sr.ops.imresize import bicubic_upscale
 

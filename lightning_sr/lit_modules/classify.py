@@ -1,9 +1,9 @@
 """Image classification (``model.module=classify``): the Weight Recycle paper's CIFAR-10 table on the same trainer,
 loggers, checkpoints, sweeps and report as the SR models.
 
-The module is a :class:`~lightning_sr.modules.base.TaskModule` (the network, built from its spec, ``model.init_from``,
+The module is a :class:`~lightning_sr.lit_modules.base.TaskModule` (the network, built from its spec, ``model.init_from``,
 checkpoints that rebuild it; Adam and the LR schedules, step accounting, the loss hook ``compose_loss``) with the
-task-agnostic :class:`~lightning_sr.modules.evaluation.EvaluationLoop`. What it defines is the evaluation of one
+task-agnostic :class:`~lightning_sr.lit_modules.evaluation.EvaluationLoop`. What it defines is the evaluation of one
 item: :meth:`ClassifyModule.item_records` gives one record per image with ``accuracy`` (100 if the arg-max class is
 the label, else 0), so the loop averages them into the top-1 accuracy in percent per set
 (``val/<set>/accuracy``, headline ``val/accuracy``, metrics.json ``accuracy``), gathered over DDP ranks like the
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from lightning_sr.errors import ConfigError, require
-from lightning_sr.models import named_outputs
-from lightning_sr.modules.base import TaskModule
-from lightning_sr.modules.evaluation import EvaluationLoop
+from lightning_sr.lit_modules.base import TaskModule
+from lightning_sr.lit_modules.evaluation import EvaluationLoop
+from lightning_sr.networks import named_outputs
 
 LOSSES = ("cross_entropy",)
 

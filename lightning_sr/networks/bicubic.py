@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_sr.models.registry import register
+from lightning_sr.networks.registry import register
 from lightning_sr.ops.imresize import bicubic_upscale
 
 

@@ -3,7 +3,7 @@
 head (9x9 conv + act) -> ``body`` (an ``nn.ModuleList`` of residual blocks, indexable so that
 block pruning and early exits address blocks by position) -> ``body_tail`` (conv + norm) with
 the long skip from the head -> ``upsampler`` -> ``tail`` (9x9 conv to RGB), plus an optional
-global skip that adds the bicubic/bilinear upscaled input (the SR layout, :mod:`lightning_sr.models.layout`).
+global skip that adds the bicubic/bilinear upscaled input (the SR layout, :mod:`lightning_sr.networks.layout`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models.blocks import SCALES, ResidualBlock, Upsampler, make_act, make_norm
-from lightning_sr.models.conv import conv_layers, make_conv
-from lightning_sr.models.recycle import check_scope, check_width, conv_choice
-from lightning_sr.models.registry import register
+from lightning_sr.networks.blocks import SCALES, ResidualBlock, Upsampler, make_act, make_norm
+from lightning_sr.networks.conv import conv_layers, make_conv
+from lightning_sr.networks.recycle import check_scope, check_width, conv_choice
+from lightning_sr.networks.registry import register
 from lightning_sr.ops.imresize import bicubic_upscale
 
 SKIPS = ("bicubic", "bilinear", "none")
@@ -55,7 +55,7 @@ SRRESNET_KEYS = ("res_blocks", "channels", "scale", "norm", "act", "skip", "res_
 
 @register("srresnet", keys=SRRESNET_KEYS)
 class SRResNet(nn.Module):
-    """The SR layout (:mod:`lightning_sr.models.layout`): head, body, body_tail, upsampler, tail."""
+    """The SR layout (:mod:`lightning_sr.networks.layout`): head, body, body_tail, upsampler, tail."""
 
     default_protect = ("head", "tail")  # channel pruning keeps the image-facing layers unless told otherwise
 

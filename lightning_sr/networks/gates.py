@@ -3,7 +3,7 @@
 A gate is a parameter ``lsr_gate`` registered on the layer it scales (a convolution, or the BatchNorm right after
 it) plus a forward hook that multiplies the layer's output channels by it; channels coupled by residual additions
 share one gate object. A gated generator saves its gates in its state dict (``<layer>.lsr_gate``), and
-:func:`lightning_sr.models.registry.adapt_to_state_dict` re-attaches them when such a checkpoint is loaded, so a
+:func:`lightning_sr.networks.registry.adapt_to_state_dict` re-attaches them when such a checkpoint is loaded, so a
 checkpoint taken while gates are being learned evaluates exactly as it was validated.
 :func:`lightning_sr.transforms.channels.fold_gate` multiplies a gate into the layer's weight and bias and removes it
 (exact: the gate only scales that layer's output).

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_sr.lit_modules.base import TaskModule
+from lightning_sr.lit_modules.evaluation import SREvaluation
 from lightning_sr.losses import pixel_loss
 from lightning_sr.metrics import build_lpips
-from lightning_sr.modules.base import TaskModule
-from lightning_sr.modules.evaluation import SREvaluation
 
 
 class SRBaseModule(SREvaluation, TaskModule):
-    """A generator evaluated as SR (see :mod:`lightning_sr.modules.evaluation`); trains nothing by itself."""
+    """A generator evaluated as SR (see :mod:`lightning_sr.lit_modules.evaluation`); trains nothing by itself."""
 
     def __init__(self, generator_spec: dict[str, Any], scale: int, **kwargs: Any):
         super().__init__(generator_spec, scale, **kwargs)

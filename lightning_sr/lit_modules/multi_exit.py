@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import require
-from lightning_sr.models import MAIN, is_multi_output
-from lightning_sr.modules.sr import SRModule
+from lightning_sr.lit_modules.sr import SRModule
+from lightning_sr.networks import MAIN, is_multi_output
 
 
 def check_distillation_args(alpha: Any, feature_weight: Any) -> None:
@@ -54,7 +54,7 @@ def self_distillation_loss(outs: Mapping[str, torch.Tensor], hr: torch.Tensor, d
 
 
 class MultiExitModule(SRModule):
-    """SRModule whose generator is a :class:`~lightning_sr.models.multi_exit.MultiExitSRResNet`."""
+    """SRModule whose generator is a :class:`~lightning_sr.networks.multi_exit.MultiExitSRResNet`."""
 
     def __init__(self, generator_spec: dict[str, Any], scale: int, alpha: float = 0.1, feature_weight: float = 0.0,
                  loss: str = "l1", **kwargs: Any):

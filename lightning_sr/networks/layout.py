@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from torch import nn
 
 from lightning_sr.errors import ConfigError
-from lightning_sr.models.registry import ARCHS
+from lightning_sr.networks.registry import ARCHS
 
 PARTS = ("head", "body", "body_tail", "upsampler", "tail")
 PROTECT = "default_protect"
@@ -66,23 +66,23 @@ def check_layout(model: nn.Module, need: Iterable[str] = (*PARTS, PROTECT), what
             raise ValueError(f"check_layout(need=...): {part!r} is not a layout part; use {', '.join(PARTS)}, "
                              f"{PROTECT}")
         if owner is None or not hasattr(owner, part):
-            raise ConfigError(f"{what} needs the SR layout part `{part}` (lightning_sr/models/layout.py); "
+            raise ConfigError(f"{what} needs the SR layout part `{part}` (lightning_sr/networks/layout.py); "
                               f"model.arch={arch!r} ({kind}) has none{where}: use an architecture with the SR layout "
                               f"(srresnet, multi_exit, frnet) or give {kind} a `{part}`")
         value = getattr(owner, part)
         if part == "body" and not isinstance(value, nn.ModuleList):
             raise ConfigError(f"{what} needs the SR layout part `body` as an nn.ModuleList of residual blocks "
-                              f"(lightning_sr/models/layout.py); model.arch={arch!r} ({kind}) has a "
+                              f"(lightning_sr/networks/layout.py); model.arch={arch!r} ({kind}) has a "
                               f"{type(value).__name__}{where}: build the blocks as nn.ModuleList")
         if value is None and part != "body_tail":
-            raise ConfigError(f"{what} needs the SR layout part `{part}` (lightning_sr/models/layout.py); "
+            raise ConfigError(f"{what} needs the SR layout part `{part}` (lightning_sr/networks/layout.py); "
                               f"model.arch={arch!r} ({kind}) sets it to None{where}: only body_tail may be None")
     return owner
 
 
 def _check_protect(model: nn.Module, arch: str, kind: str, what: str) -> None:
     protect = getattr(model, PROTECT, None)
-    head = f"{what} needs the SR layout's {PROTECT} (lightning_sr/models/layout.py); model.arch={arch!r} ({kind})"
+    head = f"{what} needs the SR layout's {PROTECT} (lightning_sr/networks/layout.py); model.arch={arch!r} ({kind})"
     if protect is None or isinstance(protect, str):
         raise ConfigError(f"{head} has none: give {kind} a class attribute {PROTECT} = a tuple of the module names "
                           f"channel pruning keeps, e.g. ('head', 'tail')")

@@ -1,6 +1,6 @@
 """Evaluation: the loop every task shares (:class:`EvaluationLoop`) and the SR evaluation path (:class:`SREvaluation`).
 
-Both are mixins of :class:`~lightning_sr.modules.base.TaskModule` (they use its ``generator``, ``scale``,
+Both are mixins of :class:`~lightning_sr.lit_modules.base.TaskModule` (they use its ``generator``, ``scale``,
 ``val_cfg``, ``metrics_cfg``, ``records`` and result attributes).
 
 **The loop.** Validation and test run every item of every named set, one dataloader per set. A task says how one
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from lightning_sr.inference import sr_outputs, to_uint8
 from lightning_sr.metrics import METRIC_MODES, psnr, ssim
-from lightning_sr.models import output_names
+from lightning_sr.networks import output_names
 from lightning_sr.ops.image_io import write_rgb
 from lightning_sr.ops.imresize import bicubic_upscale
 

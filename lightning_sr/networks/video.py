@@ -6,7 +6,7 @@
   one: :func:`backward_warp` of the previous frame by it gives the current frame.
 * **SRNet** super-resolves the current LR frame given the previous HR output warped to it (by the x``scale``
   upsampled flow) and folded to LR size by space-to-depth: a 3x3 conv + ReLU head on (3 + 3 scale^2) channels,
-  ``res_blocks`` residual blocks (conv-ReLU-conv + identity, :class:`~lightning_sr.models.blocks.ResidualBlock`) in
+  ``res_blocks`` residual blocks (conv-ReLU-conv + identity, :class:`~lightning_sr.networks.blocks.ResidualBlock`) in
   ``body``, two x2 ``ConvTranspose2d`` upsamplers (x4), a 3x3 conv to RGB, plus the bicubic upsampling of the LR
   frame (MATLAB's cubic kernel; ``skip_align=corner``, the default, samples top-left aligned like TecoGAN's own
   upsampler, which matches the BD degradation that keeps pixels 0, 4, 8...; ``center`` for bicubic-degraded data).
@@ -16,10 +16,10 @@
 * ``forward(lr)`` is one recurrent step on a single frame (previous frame = itself, zero previous output): the
   per-frame cost that ``cost.model_cost`` measures, FNet included.
 
-``model.conv=recycle`` (Weight Recycle, :mod:`lightning_sr.models.recycle`) recycles the residual blocks'
+``model.conv=recycle`` (Weight Recycle, :mod:`lightning_sr.networks.recycle`) recycles the residual blocks'
 convolutions (SRNet's other convolutions between head and tail are transposed ones, which stay ordinary).
 
-The SR layout (:mod:`lightning_sr.models.layout`) lives in ``srnet`` (``blocks_owner``): block pruning acts on
+The SR layout (:mod:`lightning_sr.networks.layout`) lives in ``srnet`` (``blocks_owner``): block pruning acts on
 ``srnet.body``; channel pruning leaves FNet and the SRNet head and tail alone by default (``default_protect``).
 """
 
@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models.blocks import ResidualBlock
-from lightning_sr.models.conv import is_conv, make_conv
-from lightning_sr.models.recycle import check_width, conv_choice
-from lightning_sr.models.registry import register
+from lightning_sr.networks.blocks import ResidualBlock
+from lightning_sr.networks.conv import is_conv, make_conv
+from lightning_sr.networks.recycle import check_width, conv_choice
+from lightning_sr.networks.registry import register
 from lightning_sr.ops.imresize import ALIGNS, bicubic_upscale
 
 VIDEO_SCALES = (2, 4, 8)
@@ -87,7 +87,7 @@ class FNet(nn.Module):
 
 
 class SRNet(nn.Module):
-    """The SR layout (:mod:`lightning_sr.models.layout`) of the video generator: head, body, upsampler, tail."""
+    """The SR layout (:mod:`lightning_sr.networks.layout`) of the video generator: head, body, upsampler, tail."""
 
     body_tail = None  # no long skip: the blocks feed the upsampler
 

@@ -18,7 +18,7 @@ from lightning_sr.losses import GANLoss
 
 
 class GANMixin:
-    """Mixin of a :class:`~lightning_sr.modules.base.TaskModule` with a ``discriminator`` (``None``: no GAN)."""
+    """Mixin of a :class:`~lightning_sr.lit_modules.base.TaskModule` with a ``discriminator`` (``None``: no GAN)."""
 
     # attributes holding fixed pretrained networks: left out of checkpoints, put back from the module on load
     frozen_losses: tuple[str, ...] = ()

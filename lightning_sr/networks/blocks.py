@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models.conv import conv_kwargs, make_conv
+from lightning_sr.networks.conv import conv_kwargs, make_conv
 
 SCALES = (2, 3, 4, 8)
 NORMS = ("batch", "none")

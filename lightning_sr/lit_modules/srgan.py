@@ -2,7 +2,7 @@
 terms) and discriminator steps on every batch. Defaults follow BasicSR's SRGAN recipe (pixel L1 1e-2,
 perceptual VGG19 conv5_4 1.0, vanilla GAN 5e-3).
 
-Steps (:mod:`lightning_sr.modules.gan`): one batch advances ``trainer.global_step`` by 2 and ``trainer.max_steps``
+Steps (:mod:`lightning_sr.lit_modules.gan`): one batch advances ``trainer.global_step`` by 2 and ``trainer.max_steps``
 counts the same way. The LR schedules last ``max_steps / 2`` steps (they end at ``max_steps``); scheduler milestones
 count batches.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_sr.lit_modules.gan import GANMixin
+from lightning_sr.lit_modules.sr import SRBaseModule
 from lightning_sr.losses import PerceptualLoss, pixel_loss
-from lightning_sr.models import VGGDiscriminator
-from lightning_sr.modules.gan import GANMixin
-from lightning_sr.modules.sr import SRBaseModule
+from lightning_sr.networks import VGGDiscriminator
 
 
 class SRGANModule(GANMixin, SRBaseModule):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models.conv import make_conv
+from lightning_sr.networks.conv import make_conv
 
 
 class SpatioTemporalDiscriminator(nn.Module):

@@ -2,7 +2,7 @@
 
 The network is ``generator``, built from its spec (or ``model.init_from``); checkpoints carry the spec so they
 rebuild it alone. How a task evaluates (SR images, video clips, class labels) is not here:
-:mod:`lightning_sr.modules.evaluation` holds the evaluation loop every task shares and the SR evaluation path.
+:mod:`lightning_sr.lit_modules.evaluation` holds the evaluation loop every task shares and the SR evaluation path.
 
 **Losses.** A module's training loss is a dict of named terms passed to :meth:`TaskModule.compose_loss`,
 which adds the terms of every callback that has a ``loss_terms(trainer, pl_module, stage, **context)`` method
@@ -25,7 +25,7 @@ import torch
 from lightning_sr.checkpoint import ARCH_KEY, CONFIG_KEY, load_generator
 from lightning_sr.errors import ConfigError
 from lightning_sr.metrics import EvalRecords
-from lightning_sr.models import build_generator, named_outputs
+from lightning_sr.networks import build_generator, named_outputs
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class TaskModule(L.LightningModule):
         else:
             self.generator, spec = build_generator(generator_spec), dict(generator_spec)
         self.generator_spec = spec
-        # what the evaluation loop (modules/evaluation.py) fills: per-image records (gathered over DDP ranks),
+        # what the evaluation loop (lit_modules/evaluation.py) fills: per-image records (gathered over DDP ranks),
         # the results per set, and a baseline's results where the task has one (SR: bicubic)
         self.records = EvalRecords()
         self.val_results: dict[str, Any] = {}
@@ -78,7 +78,7 @@ class TaskModule(L.LightningModule):
         return self.generator(lr)
 
     def predict_outputs(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named outputs to evaluate (:func:`lightning_sr.models.named_outputs`): ``""`` is the main output."""
+        """Named outputs to evaluate (:func:`lightning_sr.networks.named_outputs`): ``""`` is the main output."""
         return named_outputs(self.generator, lr)
 
     def on_fit_start(self) -> None:
