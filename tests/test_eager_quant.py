@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_sr.transforms import eager_quant, quant
+from lightning_sr.transforms import eager_quant, pt2e_quant
 from tests.compression_helpers import tiny_generator
 
 X = torch.rand(4, 3, 16, 20, generator=torch.Generator().manual_seed(0))
@@ -17,7 +17,7 @@ def _first(y):
 
 def calibrated(seed: int = 0, **kw) -> torch.nn.Module:
     gen = tiny_generator(seed=seed, res_blocks=2, channels=8, **kw).train()
-    eager_quant.attach(gen, quant.QuantSettings())
+    eager_quant.attach(gen, pt2e_quant.QuantSettings())
     with torch.no_grad():
         for _ in range(3):
             gen(X)
@@ -50,7 +50,7 @@ def test_observed_ranges_are_restored_by_name_and_follow_train_and_eval():
         gen(X * 3)  # eval: observers off, nothing changes
         assert torch.equal(gen(X), ref)
     again = tiny_generator(res_blocks=2, channels=8).eval()
-    eager_quant.attach(again, quant.QuantSettings())
+    eager_quant.attach(again, pt2e_quant.QuantSettings())
     eager_quant.load_states(again, saved)
     with torch.no_grad():
         assert torch.equal(again(X), ref)
@@ -68,12 +68,12 @@ def test_the_captured_graph_with_carried_ranges_computes_what_the_eager_network_
     with torch.no_grad():
         eager = gen(X)
     saved = eager_quant.detach(gen)
-    gm, _, _ = quant.capture(gen, training=True)
-    prepared = quant.prepare(gm, quant.QuantSettings(), qat=True)
+    gm, _, _ = pt2e_quant.capture(gen, training=True)
+    prepared = pt2e_quant.prepare(gm, pt2e_quant.QuantSettings(), qat=True)
     carried = eager_quant.carry_ranges(prepared, saved)
     assert set(carried) == set(saved)  # every eager layer found its place in the graph
     assert eager_quant.observe_weights(prepared) == sum("weight" in v for v in saved.values())
-    quant.set_mode(prepared, False)
+    pt2e_quant.set_mode(prepared, False)
     with torch.no_grad():
         graph = _first(prepared(X))
     assert float((graph - eager).abs().max()) < 1e-5

@@ -139,7 +139,7 @@ def test_the_arrows_issue_20_found_stay_gone(src, above):
 def test_transforms_and_loaders_stay_free_of_lightning_and_callbacks_once_imported():
     """The same rules on what a fresh interpreter really loads (imports of imports included)."""
     code = ("import sys\n"
-            "import lightning_sr.transforms.quant, lightning_sr.transforms.eager_quant, lightning_sr.transforms.int8_io\n"
+            "import lightning_sr.transforms.pt2e_quant, lightning_sr.transforms.eager_quant, lightning_sr.transforms.int8_io\n"
             "import lightning_sr.transforms.channels, lightning_sr.transforms.blocks\n"
             "assert not {m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')}, 'lightning'\n"
             "import lightning_sr.checkpoint, lightning_sr.deploy, lightning_sr.inference, lightning_sr.export\n"

@@ -89,7 +89,7 @@ def test_qat_ends_in_an_int8_program_that_evaluate_reads(qat_run, tiny_data, tmp
     assert ev["psnr"] == pytest.approx(q["psnr"], abs=1e-4)
     assert ev["cost"]["params"] == q["params"]
     # the report: an int8 row with the run's column names
-    from lightning_sr.summary import int8_values
+    from lightning_sr.metrics_json import int8_values
 
     row = int8_values(json.loads((out / "metrics.json").read_text()))
     assert row["size_mb"] == q["size_mb"] and row["psnr"] == q["psnr"] and "folder/psnr" in row
@@ -180,7 +180,7 @@ def test_a_module_that_declares_no_int8_support_is_refused_before_training(tmp_p
 
 
 def test_a_model_the_quantizer_cannot_cover_is_named():
-    from lightning_sr.transforms import quant
+    from lightning_sr.transforms import pt2e_quant
 
     class Up(nn.Module):
         def __init__(self):
@@ -191,8 +191,8 @@ def test_a_model_the_quantizer_cannot_cover_is_named():
             return self.up(x)
 
     m = Up()
-    gm, _, _ = quant.capture(m, training=True)
-    prepared = quant.prepare(gm, quant.QuantSettings(), qat=True)
+    gm, _, _ = pt2e_quant.capture(m, training=True)
+    prepared = pt2e_quant.prepare(gm, pt2e_quant.QuantSettings(), qat=True)
     with pytest.raises(ConfigError, match=r"covers none of the model's layers \(up \(ConvTranspose2d\)\)") as e:
         QAT().check_coverage(prepared, m)
     assert "\n" not in str(e.value)

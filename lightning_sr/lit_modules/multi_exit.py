@@ -82,7 +82,7 @@ class MultiExitModule(SRModule):
     def exit_costs(self, cost_cfg: Any | None = None) -> dict[str, dict[str, Any]]:
         """{exit: model_cost of the exported SRResNet-k} for every exit, the deepest included.
 
-        ``run.summarize`` puts it under ``metrics.json["exit_cost"]``; the loggers get it from there
+        ``run.build_metrics_json`` puts it under ``metrics.json["exit_cost"]``; the loggers get it from there
         (``cost/<exit>/params``, ``cost/<exit>/macs``, ``cost/<exit>/latency_ms``... in the run summary).
         """
         return {name: cost_from_config(self.generator.export_exit(name), cost_cfg)

@@ -8,7 +8,7 @@ multi-exit model, :func:`capture_target`), :class:`GraphMultiOutput` is a
 Train/eval: what ``.train()`` changes in an eager model (batch norm, dropout) is baked into a captured graph, and
 an exported graph refuses ``.train()``/``.eval()``. ``GraphGenerator.train(mode)`` sets the flags and calls the
 ``set_mode(graph, training)`` function its owner gave (QAT: torchao's ``move_exported_model_to_train/eval`` plus
-observer and batch-norm freezing, ``lightning_sr.transforms.quant.set_mode``); without one (an int8 program:
+observer and batch-norm freezing, ``lightning_sr.transforms.pt2e_quant.set_mode``); without one (an int8 program:
 inference only) it only sets the flags. Lightning restores modes after validation by writing the ``training``
 attributes directly, which bypasses this: the QAT callback calls ``.train()`` again at each training batch.
 """

@@ -1,5 +1,6 @@
-"""Flattening one run's metrics.json into ``{column: value}``: what the W&B/CSV run summary and the
-sweep report's columns both read (one definition, imported by both)."""
+"""The metrics.json format: one run's metrics.json flattened into ``{column: value}``, what the W&B/CSV run summary
+and the sweep report's columns both read (one definition, imported by both). The file is written by
+``run.build_metrics_json``; :mod:`lightning_sr.report` turns the files of a sweep into its report."""
 
 from __future__ import annotations
 
