@@ -224,7 +224,7 @@ def test_a_mid_run_removal_keeps_the_lr_schedule_where_it_was(ckpts, tmp_path):
     LrProbe.lrs = []
     m = train(compose(BASE + [f"model.init_from={student}", "compression=channel_sparsity",
                               "compression.channel_sparsity.target_macs=0.5", "compression.channel_sparsity.prune_at_step=3",
-                              "trainer.max_steps=6", "+callbacks.lr_probe._target_=tests.test_sparsity_distill.LrProbe"],
+                              "trainer.max_steps=6", "+callbacks.lr_probe._target_=tests.compression.test_sparsity_distill.LrProbe"],
                       tmp_path))
     assert m["compression"][0]["at_step"] == 3 and len(LrProbe.lrs) == 6
     lrs = LrProbe.lrs

@@ -86,7 +86,7 @@ def matrix_inputs(tmp_path_factory):
     from lightning_sr.networks import build_generator
     from tests.compression_helpers import randomize, save_ckpt, write_tiny_images
     from tests.conftest import compose
-    from tests.test_recycle import _fake_cifar, _write_batches
+    from tests.networks.test_recycle import _fake_cifar, _write_batches
 
     root = tmp_path_factory.mktemp("matrix_inputs")
     tiny = write_tiny_images(root / "tiny")

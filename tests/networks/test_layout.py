@@ -14,7 +14,7 @@ from lightning_sr.networks import ARCHS, build_generator
 from lightning_sr.networks.layout import PARTS, SRLayout, check_layout, layout_of
 from tests.conftest import compose
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # registered architectures that are not SR networks with a layout (each with why); every other one must have it
 NOT_SR_LAYOUT = {"bicubic": "an interpolation, no layers", "lenet5": "a classifier", "resnet18": "a classifier"}
 SMALL = {"srresnet": {"res_blocks": 2, "channels": 8}, "multi_exit": {"res_blocks": 3, "exits": [1], "channels": 8},
