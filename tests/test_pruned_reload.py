@@ -14,7 +14,7 @@ from lightning_sr.checkpoint import load_generator
 from lightning_sr.run import train
 from lightning_sr.transforms.blocks import prune_blocks
 from lightning_sr.transforms.channels import prune_channels
-from tests.compression_helpers import SPEC, dense_ckpt, one_thread, save_ckpt, tiny_data, tiny_generator  # noqa: F401
+from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
 from tests.conftest import ROOT, SMOKE, compose, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +54,7 @@ def test_block_and_channel_pruned_model_reloads_in_a_fresh_process(tmp_path):
     assert y["shapes"]["head.0.weight"][0] == 4 and y["shapes"]["upsampler.0.0.weight"][0] == 16
 
 
-def test_trained_pruned_checkpoint_evaluates_and_initialises(tiny_data, dense_ckpt, tmp_path):  # noqa: F811
+def test_trained_pruned_checkpoint_evaluates_and_initialises(tiny_data, dense_ckpt, tmp_path):
     """train.py output -> evaluate.py (fresh process, no model config) gives the training's own final PSNR;
     model.init_from starts a new run from the pruned architecture."""
     m = train(compose(SMOKE + tiny_data + ["compression=[block_prune,channel_prune]", "compression.block_prune.keep=3",

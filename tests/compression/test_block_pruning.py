@@ -19,17 +19,16 @@ from lightning_sr.transforms.blocks import (
     prune_blocks,
     select_blocks,
 )
-from tests.compression_helpers import SPEC, one_thread, save_ckpt, tiny_data, tiny_generator  # noqa: F401
+from tests.compression_helpers import SPEC, eval_output, lr_input, save_ckpt, tiny_generator
 from tests.conftest import SMOKE, compose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-X = torch.rand(1, 3, 9, 10, generator=torch.Generator().manual_seed(2))
+X = lr_input(2, 9, 10)
 
 
 def out(g):
-    with torch.no_grad():
-        return g.eval()(X)
+    return eval_output(g, X)
 
 
 @torch.no_grad()
@@ -110,7 +109,7 @@ def test_multi_exit_models_are_refused():
         residual_blocks(g)
 
 
-def test_prune_then_fine_tune_with_a_real_trainer(tiny_data, tmp_path):  # noqa: F811
+def test_prune_then_fine_tune_with_a_real_trainer(tiny_data, tmp_path):
     """output_delta finds the two do-nothing blocks of a trained checkpoint: removing them keeps PSNR exactly;
     the pruned model is fine-tuned and its checkpoint rebuilds as a 2-block model."""
     spec = {**SPEC, "res_blocks": 4}

@@ -18,16 +18,15 @@ from lightning_sr.transforms.channels import (
     prune_pixel_shuffle_stage,
     upsampler_stages,
 )
-from tests.compression_helpers import SPEC, one_thread, tiny_generator  # noqa: F401
+from tests.compression_helpers import SPEC, eval_output, lr_input, tiny_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-X = torch.rand(1, 3, 10, 11, generator=torch.Generator().manual_seed(1))
+X = lr_input(1, 10, 11)
 
 
 def out(g: nn.Module) -> torch.Tensor:
-    with torch.no_grad():
-        return g.eval()(X)
+    return eval_output(g, X)
 
 
 # ----- zeroing helpers: make channels dead on the producing side only ------------------------------------------

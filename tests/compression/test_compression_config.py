@@ -15,14 +15,7 @@ from lightning_sr.compression.block_pruning import BlockPruning
 from lightning_sr.compression.channel_pruning import ChannelPruning
 from lightning_sr.errors import ConfigError, LightningSRError, WeightsError
 from lightning_sr.run import build_callbacks, train
-from tests.compression_helpers import (  # noqa: F401 (fixtures)
-    SPEC,
-    dense_ckpt,
-    one_thread,
-    save_ckpt,
-    tiny_data,
-    tiny_generator,
-)
+from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
 from tests.conftest import SMOKE, compose, run_task_in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,7 +44,7 @@ def test_a_list_selection_composes_in_command_line_order(order, tmp_path):
     assert [type(cb) for cb in build_callbacks(cfg)[-2:]] == [type(cb) for cb in cbs]
 
 
-def test_composed_prune_then_fine_tune(tiny_data, dense_ckpt, tmp_path):  # noqa: F811
+def test_composed_prune_then_fine_tune(tiny_data, dense_ckpt, tmp_path):
     run = tmp_path / "run"
     cfg = compose(SMOKE + tiny_data + ["compression=[block_prune,channel_prune]", "compression.block_prune.keep=2",
                                        "compression.block_prune.criterion=l1", "compression.channel_prune.ratio=0.5",
@@ -85,7 +78,7 @@ def test_composed_prune_then_fine_tune(tiny_data, dense_ckpt, tmp_path):  # noqa
     assert ckpt[ARCH_KEY]["res_blocks"] == 2
 
 
-def test_a_compressed_run_resumes(tiny_data, tmp_path):  # noqa: F811
+def test_a_compressed_run_resumes(tiny_data, tmp_path):
     """Re-running the same command continues from last.ckpt: the compressed structure must fit the checkpoint."""
     over = SMOKE + tiny_data + ["model.res_blocks=2", "compression=[block_prune,channel_prune]",
                                 "compression.block_prune.keep=1", "compression.channel_prune.global_pruning=true",
@@ -101,7 +94,7 @@ def test_a_compressed_run_resumes(tiny_data, tmp_path):  # noqa: F811
     assert not torch.equal(a["body.0.conv1.weight"], b["body.0.conv1.weight"])  # training went on
 
 
-def test_resume_adapts_to_the_checkpoint_shapes(tiny_data, tmp_path):  # noqa: F811
+def test_resume_adapts_to_the_checkpoint_shapes(tiny_data, tmp_path):
     """When re-pruning would give other per-layer widths (here: another ratio), the checkpoint's shapes win."""
     from lightning_sr.config import build_module
 
@@ -155,7 +148,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_clear_line_before_training(case, tiny_data, tmp_path):  # noqa: F811
+def test_bad_input_is_one_clear_line_before_training(case, tiny_data, tmp_path):
     overrides, exc, message = BAD[case]
     files = _foreign_files(tmp_path)
     overrides = [o.format(**files) for o in overrides]
@@ -176,7 +169,7 @@ def test_entry_point_prints_one_line_and_exits_2(tmp_path, capsys):
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
 
 
-def test_init_from_a_pruned_checkpoint_rebuilds_it(tiny_data, dense_ckpt, tmp_path):  # noqa: F811
+def test_init_from_a_pruned_checkpoint_rebuilds_it(tiny_data, dense_ckpt, tmp_path):
     from lightning_sr.config import build_module
     from lightning_sr.transforms.channels import prune_channels
 
@@ -190,7 +183,7 @@ def test_init_from_a_pruned_checkpoint_rebuilds_it(tiny_data, dense_ckpt, tmp_pa
     assert torch.equal(module.generator.eval()(x), g.eval()(x))
 
 
-def test_resume_through_trainer_ckpt_path_takes_the_structure_from_the_checkpoint(tiny_data, tmp_path):  # noqa: F811
+def test_resume_through_trainer_ckpt_path_takes_the_structure_from_the_checkpoint(tiny_data, tmp_path):
     """With ``trainer.ckpt_path`` set, setup rebuilds the pruned structure from the checkpoint and skips pruning
     (here the callback would prune differently: ratio 0.25 instead of the checkpoint's 0.5)."""
     import lightning as L

@@ -18,7 +18,7 @@ from lightning_sr.compression.qat import QAT
 from lightning_sr.compression.quantization import require_torchao
 from lightning_sr.errors import ConfigError, WeightsError
 from lightning_sr.run import evaluate, train
-from tests.compression_helpers import SPEC, one_thread, save_ckpt, tiny_data, tiny_generator  # noqa: F401
+from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
 from tests.conftest import SMOKE, compose, run_task_in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,7 +34,7 @@ def init_ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def qat_run(tiny_data, init_ckpt, tmp_path_factory):  # noqa: F811
+def qat_run(tiny_data, init_ckpt, tmp_path_factory):
     """4 QAT steps from an fp32 checkpoint (observers frozen after the first)."""
     out = tmp_path_factory.mktemp("qat") / "run"
     torch.set_num_threads(1)
@@ -62,7 +62,7 @@ def test_bicubic_skip_is_capturable_with_dynamic_size():
         assert torch.allclose(y, imresize(x, scale=4), atol=1e-5)
 
 
-def test_qat_ends_in_an_int8_program_that_evaluate_reads(qat_run, tiny_data, tmp_path):  # noqa: F811
+def test_qat_ends_in_an_int8_program_that_evaluate_reads(qat_run, tiny_data, tmp_path):
     m, out = qat_run
     q = m["int8"]
     art = out / "checkpoints" / "int8.pt2"
@@ -95,7 +95,7 @@ def test_qat_ends_in_an_int8_program_that_evaluate_reads(qat_run, tiny_data, tmp
     assert row["size_mb"] == q["size_mb"] and row["psnr"] == q["psnr"] and "folder/psnr" in row
 
 
-def test_resume_mid_qat_gives_the_uninterrupted_result(qat_run, tiny_data, init_ckpt, tmp_path):  # noqa: F811
+def test_resume_mid_qat_gives_the_uninterrupted_result(qat_run, tiny_data, init_ckpt, tmp_path):
     ref, ref_out = qat_run
     out = tmp_path / "run"
     args = SMOKE + tiny_data + QAT_ARGS + [f"model.init_from={init_ckpt}"]
@@ -120,7 +120,7 @@ def test_resume_mid_qat_gives_the_uninterrupted_result(qat_run, tiny_data, init_
     assert m["psnr"] == pytest.approx(ref["psnr"], abs=1e-6)
 
 
-def test_qat_after_block_pruning_and_ptq_keeping_head_and_tail_fp32(tiny_data, tmp_path):  # noqa: F811
+def test_qat_after_block_pruning_and_ptq_keeping_head_and_tail_fp32(tiny_data, tmp_path):
     spec = {**SPEC, "res_blocks": 2}
     init = save_ckpt(tiny_generator(**spec), spec, tmp_path / "init.ckpt")
     m = train(compose(SMOKE + tiny_data + ["compression=[block_prune,qat]", "compression.block_prune.keep=1",
@@ -159,7 +159,7 @@ def test_compiled_int8_program_runs_onednn_int8_kernels(qat_run):
 
 
 # ----- bad input ------------------------------------------------------------------------------------------------
-def test_qat_before_pruning_is_refused_before_training(tiny_data, init_ckpt, tmp_path, capsys):  # noqa: F811
+def test_qat_before_pruning_is_refused_before_training(tiny_data, init_ckpt, tmp_path, capsys):
     code, err = run_task_in_process(SMOKE + tiny_data + ["compression=[qat,block_prune]", f"model.init_from={init_ckpt}",
                                                          "compression.block_prune.keep=1"], tmp_path / "r", capsys)
     assert code != 0 and len(err) == 1
@@ -241,7 +241,7 @@ def test_missing_torchao_is_one_line(monkeypatch):
         require_torchao("compression=ptq")
 
 
-def test_multi_exit_ptq_makes_every_exit_int8_and_evaluates_each(tiny_data, tmp_path):  # noqa: F811
+def test_multi_exit_ptq_makes_every_exit_int8_and_evaluates_each(tiny_data, tmp_path):
     """The multi-exit module: the captured graph returns every exit; the int8 model is evaluated on each."""
     from lightning_sr.config import generator_spec
     from lightning_sr.networks import build_generator
