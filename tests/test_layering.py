@@ -85,6 +85,14 @@ def test_the_reader_sees_imports_at_the_top_and_inside_functions(tmp_path):
                    ("lightning_sr.compression", ["qat"], True, 5)]
 
 
+def test_the_rules_name_modules_that_exist():
+    """A rule on a renamed or removed module would pass without checking anything."""
+    sources = {src for src, *_ in all_imports()}
+    named = {*NOT_FROM_COMPRESSION, *NETWORKS_MAY_IMPORT, *(m for pair in FUNCTION_LEVEL for m in pair)}
+    missing = sorted(p for p in named if not any(under(s, p) for s in sources))
+    assert not missing, f"the layering rules name modules that do not exist: {missing}"
+
+
 def test_nothing_that_loads_or_runs_a_model_imports_a_compression_callback():
     bad = [f"{src}:{line} imports {m}" for src, m, names, _, line in all_imports()
            if under(src, *NOT_FROM_COMPRESSION)
