@@ -97,7 +97,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
 
     with tempfile.TemporaryDirectory(prefix="lsr_data_throughput_") as tmp:
         os.environ["LSR_CACHE"] = str(Path(tmp) / "cache")  # the decoded cache goes with the folder

@@ -32,7 +32,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_sr.cost import count_macs, count_params, cpu_latency_ms  # noqa: E402
-from lightning_sr.models import build_generator  # noqa: E402
+from lightning_sr.networks import build_generator  # noqa: E402
 from lightning_sr.transforms.channels import output_convs, prune_channels  # noqa: E402
 
 

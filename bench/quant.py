@@ -5,8 +5,8 @@ process, with the same threads:
 
 * ``eager fp32``: the model as built (reference);
 * ``compiled fp32``: ``lightning_sr.cost.compile_cpu`` (inductor, freezing, dynamic height/width);
-* ``compiled int8``: the same model after lightning-sr's PTQ path (``quant.capture`` -> ``quant.prepare`` with the
-  SR quantizer -> calibration -> ``quant.convert``), written to ``int8.pt2`` by ``int8_io.save_int8``, read back by
+* ``compiled int8``: the same model after lightning-sr's PTQ path (``pt2e_quant.capture`` -> ``pt2e_quant.prepare`` with the
+  SR quantizer -> calibration -> ``pt2e_quant.convert``), written to ``int8.pt2`` by ``int8_io.save_int8``, read back by
   ``load_generator`` and compiled by the same ``compile_cpu`` (oneDNN u8s8 convolutions).
   ``--variants`` adds the torchao x86 recipe without lightning-sr's SR options (``plain int8``).
 
@@ -14,8 +14,8 @@ Latency does not depend on the weights; the calibration uses Set5's LR images (o
 The machine is shared: every repetition records the CPU time other processes used during it (``/proc/stat``);
 the table gives the median of all repetitions and of the "quiet" ones (foreign load < 5 % of the CPUs).
 
-    python bench/quant.py                         # LR 64x64, 2 threads; about 3 minutes on 2 cores
-    python bench/quant.py --size 256 --rounds 5
+    python bench/pt2e_quant.py                         # LR 64x64, 2 threads; about 3 minutes on 2 cores
+    python bench/pt2e_quant.py --size 256 --rounds 5
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_sr.checkpoint import load_generator  # noqa: E402
 from lightning_sr.cost import compile_cpu, state_dict_bytes  # noqa: E402
-from lightning_sr.models import build_generator  # noqa: E402
-from lightning_sr.transforms import int8_io, quant  # noqa: E402
+from lightning_sr.networks import build_generator  # noqa: E402
+from lightning_sr.transforms import int8_io, pt2e_quant  # noqa: E402
 
 SET5_LR = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set5" / "LR_bicubic" / "X4"
 HZ = os.sysconf("SC_CLK_TCK")
@@ -60,14 +60,14 @@ def calibration_inputs(n: int, size: int) -> list[torch.Tensor]:
     return [torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(i)) for i in range(n)]
 
 
-def int8_program(model: torch.nn.Module, settings: quant.QuantSettings, calib: list[torch.Tensor], path: Path,
+def int8_program(model: torch.nn.Module, settings: pt2e_quant.QuantSettings, calib: list[torch.Tensor], path: Path,
                  spec: dict) -> tuple[torch.nn.Module, float]:
-    gm, outputs, _ = quant.capture(model, training=False)
-    prepared = quant.prepare(gm, settings, qat=False)
+    gm, outputs, _ = pt2e_quant.capture(model, training=False)
+    prepared = pt2e_quant.prepare(gm, settings, qat=False)
     with torch.no_grad():
         for x in calib:
             prepared(x)
-    meta = int8_io.save_int8(quant.convert(prepared), path, {"technique": "ptq", "generator": spec, "outputs": outputs,
+    meta = int8_io.save_int8(pt2e_quant.convert(prepared), path, {"technique": "ptq", "generator": spec, "outputs": outputs,
                                                              "attrs": {"scale": spec["scale"]}})
     gen, _ = load_generator(path)
     return gen, meta["size_mb"]
@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> dict:
     fp32_mb = fp32_file.stat().st_size / 2**20
 
     t0 = time.perf_counter()
-    int8, int8_mb = int8_program(model, quant.QuantSettings(), calib, tmp / "int8.pt2", spec)
+    int8, int8_mb = int8_program(model, pt2e_quant.QuantSettings(), calib, tmp / "int8.pt2", spec)
     variants = {"eager fp32": model, "compiled fp32": compile_cpu(model), "compiled int8": int8.compiled()}
     sizes = {"eager fp32": fp32_mb, "compiled fp32": fp32_mb, "compiled int8": int8_mb}
     if a.variants:
-        plain = quant.QuantSettings(shuffle_int8=False, act_int8=False, skip_fp32=False)
+        plain = pt2e_quant.QuantSettings(shuffle_int8=False, act_int8=False, skip_fp32=False)
         g, mb = int8_program(model, plain, calib, tmp / "plain.pt2", spec)
         variants["compiled int8 (plain x86 recipe)"] = g.compiled()
         sizes["compiled int8 (plain x86 recipe)"] = mb
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
 
     ref = "compiled fp32"
-    res: dict = {"cpu": cpu_name(), "vnni": quant.has_vnni(), "capability": torch.backends.cpu.get_cpu_capability(),
+    res: dict = {"cpu": cpu_name(), "vnni": pt2e_quant.has_vnni(), "capability": torch.backends.cpu.get_cpu_capability(),
                  "threads": a.threads, "lr": f"{a.size}x{a.size}", "model": spec, "rounds": a.rounds,
                  "repeats": a.repeats, "prepare_s": round(prep_s, 1), "compile_s": round(compile_s, 1),
                  "variants": {}}

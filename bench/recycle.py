@@ -6,7 +6,7 @@ alternated rounds in one process with the same threads (medians):
 
 * ``plain 64``: ordinary convolutions (the dense reference);
 * ``recycled 64``: ``model.conv=recycle`` as trained (full weights rebuilt from the stored quarter every forward);
-* ``materialised 64``: the recycled model after ``lightning_sr.models.recycle.materialize`` (plain convolutions,
+* ``materialised 64``: the recycled model after ``lightning_sr.networks.recycle.materialize`` (plain convolutions,
   the same output);
 * ``plain 42``: the control with about the recycled model's stored parameters.
 
@@ -22,7 +22,7 @@ import time
 import torch
 
 from lightning_sr.cost import count_macs, count_params, cpu_name
-from lightning_sr.models import build_generator, materialize
+from lightning_sr.networks import build_generator, materialize
 
 SPEC = {"arch": "srresnet", "res_blocks": 16, "scale": 4, "norm": "none", "act": "prelu", "skip": "bicubic"}
 

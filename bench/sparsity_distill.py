@@ -72,7 +72,7 @@ def main() -> None:
     # the uniform pruning ratio and the scratch width that give ~50 % of the dense MACs
     from lightning_sr.checkpoint import load_generator
     from lightning_sr.cost import count_macs
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
     from lightning_sr.transforms.channels import prune_channels
 
     g, _ = load_generator(ckpt)

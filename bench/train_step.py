@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from lightning_sr.models import build_generator
-from lightning_sr.modules import SRModule
+from lightning_sr.lit_modules import SRModule
+from lightning_sr.networks import build_generator
 
 SPEC = {"arch": "srresnet", "res_blocks": 16, "channels": 64, "scale": 4, "norm": "none", "act": "prelu",
         "skip": "bicubic", "res_scale": 1.0}

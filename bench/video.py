@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _gen(blocks: int, device: str):
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
 
     return build_generator({"arch": "frnet", "res_blocks": blocks, "channels": 64, "scale": 4}).to(device).eval()
 
@@ -55,7 +55,7 @@ def fps(device: str, frames: int = 6, rounds: int = 3) -> dict[int, float]:
 CHILD = """
 import resource, sys, torch
 sys.path.insert(0, {root!r})
-from lightning_sr.models import build_generator
+from lightning_sr.networks import build_generator
 dev, n = sys.argv[1], int(sys.argv[2])
 g = build_generator({{"arch": "frnet", "res_blocks": 10, "channels": 64, "scale": 4}}).to(dev).eval()
 def frames():
@@ -82,10 +82,10 @@ def train_breakdown(device: str, batch: int = 2, n_frames: int = 5, patch: int =
     import torch.nn.functional as F
 
     from lightning_sr.config import build_datamodule
+    from lightning_sr.lit_modules.video import pingpong
     from lightning_sr.losses import CosineFeatureLoss
-    from lightning_sr.models import SpatioTemporalDiscriminator
-    from lightning_sr.models.video import backward_warp, upscale_flow
-    from lightning_sr.modules.video import pingpong
+    from lightning_sr.networks import SpatioTemporalDiscriminator
+    from lightning_sr.networks.video import backward_warp, upscale_flow
     from tests.conftest import compose
 
     cfg = compose(["model=tecogan", "data=embedded_video", f"data.patch_size={patch}", f"data.n_frames={n_frames}",

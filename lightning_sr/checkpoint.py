@@ -24,7 +24,7 @@ from torch import nn
 
 from lightning_sr.errors import ConfigError, WeightsError
 from lightning_sr.fs import atomic_torch_save
-from lightning_sr.models.registry import adapt_to_state_dict, build_generator, load_generator_state
+from lightning_sr.networks.registry import adapt_to_state_dict, build_generator, load_generator_state
 from lightning_sr.transforms.int8_io import read_int8
 
 ARCH_KEY = "lsr_arch"

@@ -12,16 +12,16 @@ from lightning_sr.checkpoint import ARCH_KEY, read_checkpoint
 from lightning_sr.data.datamodule import validate_data_config
 from lightning_sr.data.video import VideoDataModule, lr_align
 from lightning_sr.errors import ConfigError, require
-from lightning_sr.models.blocks import SCALES
-from lightning_sr.models.recycle import KIND, recycled_layers
-from lightning_sr.models.registry import ARCHS, arch_keys, build_generator, spec_from_config
-from lightning_sr.modules import MODULES, module_class
+from lightning_sr.lit_modules import MODULES, module_class
+from lightning_sr.networks.blocks import SCALES
+from lightning_sr.networks.recycle import KIND, recycled_layers
+from lightning_sr.networks.registry import ARCHS, arch_keys, build_generator, spec_from_config
 from lightning_sr.overrides import to_plain, user_overrides
 
 log = logging.getLogger(__name__)
 
 # model-config keys that are not LightningModule arguments (the convolution options belong to the architecture;
-# one that does not take them ignores conv=normal and refuses anything else, see models.registry.spec_from_config)
+# one that does not take them ignores conv=normal and refuses anything else, see networks.registry.spec_from_config)
 _NON_MODULE_KEYS = ("name", "arch", "module", "conv", "conv_scope", "recycle")
 DEFAULT_DATAMODULE = "lightning_sr.data.SRDataModule"
 # the data presets (conf/data) each kind of SR model trains on; tests/test_video.py checks them against conf/data

@@ -36,8 +36,8 @@ from torch import nn
 
 from lightning_sr.checkpoint import load_generator
 from lightning_sr.errors import ConfigError, WeightsError, require
-from lightning_sr.models.conv import conv_layers
-from lightning_sr.models.recycle import RecycleConv2d, materialize, materialize_spec
+from lightning_sr.networks.conv import conv_layers
+from lightning_sr.networks.recycle import RecycleConv2d, materialize, materialize_spec
 
 SPEC_FILE = "lsr_arch.json"      # the spec inside a .pt2 / TorchScript file
 EXPORT_FILE = "lsr_export.json"  # what the file's inputs and outputs are

@@ -15,7 +15,7 @@ deepest exit exports the central model alone. ``out`` defaults to ``<ckpt folder
 
 **Recycled convolutions as plain ones** (``materialize=true``, with or without ``exit=K``): every Weight Recycle
 convolution (``model.conv=recycle``, a quarter of the filters stored) becomes an ``nn.Conv2d`` holding the full
-weight (:func:`lightning_sr.models.recycle.materialize`); the spec says ``conv=normal`` and the outputs are the same
+weight (:func:`lightning_sr.networks.recycle.materialize`); the spec says ``conv=normal`` and the outputs are the same
 (to float precision), so channel pruning and quantization see an ordinary network (``train.py model.init_from=OUT
 compression=channel_prune``). ``out`` defaults to ``<ckpt stem>_plain.ckpt`` (``_exit<k>_plain`` with an exit). The
 deployment formats below materialise by themselves.
@@ -67,8 +67,8 @@ from lightning_sr.deploy import EXPORT_FILE, SPEC_FILE, export_ready, load_deplo
 from lightning_sr.errors import LightningSRError, require
 from lightning_sr.fs import atomic_torch_save, atomic_write
 from lightning_sr.inference import WARMUP_FRAMES, is_recurrent
-from lightning_sr.models.recycle import materialize as plain_convs
-from lightning_sr.models.recycle import materialize_spec, recycled_layers
+from lightning_sr.networks.recycle import materialize as plain_convs
+from lightning_sr.networks.recycle import materialize_spec, recycled_layers
 from lightning_sr.ops.image_io import read_rgb
 
 EXPORT_KEY = "lsr_export"

@@ -1,11 +1,11 @@
 """The one inference path: what ``evaluate.py`` scores and what ``lsr-upscale`` writes are the same numbers.
 
 * :func:`sr_outputs` runs an LR -> SR function (one output or a dict of named outputs) on a float [0, 1] batch,
-  whole or in overlapping LR tiles (:func:`lightning_sr.models.tiling.tiled_forward`), in fp32 with autocast off
+  whole or in overlapping LR tiles (:func:`lightning_sr.networks.tiling.tiled_forward`), in fp32 with autocast off
   (``dtype=torch.bfloat16``: autocast to bf16, for deployment on a GPU; not what evaluation scores).
 * :func:`stream_frames` turns a stream of LR frames into SR frames: a recurrent video generator (one with
   ``infer_sequence``/``step``) keeps its state between frames (tiled: every tile its own state,
-  :func:`~lightning_sr.models.tiling.tiled_recurrent_step`), any other generator runs frame by frame. Only the
+  :func:`~lightning_sr.networks.tiling.tiled_recurrent_step`), any other generator runs frame by frame. Only the
   previous frame and output are held: constant memory in the clip length.
 * :func:`warm_up` is TecoGAN's temporal warm-up of a recurrent model (``val.warmup_frames``, ``lsr-upscale
   warmup=``, the exported step's recipe): the clip is preceded by its frames ``k, k-1, ..., 1`` (``k =
@@ -13,7 +13,7 @@
   dropped. Only the first ``warmup + 1`` frames are buffered: memory stays constant in the clip length.
 * :func:`to_uint8` is the one rounding to 8 bit (clamp to [0, 1], x255, round half to even).
 
-:class:`lightning_sr.modules.SRBaseModule` (validation, test, ``evaluate.py``), the video module and
+:class:`lightning_sr.lit_modules.SRBaseModule` (validation, test, ``evaluate.py``), the video module and
 :mod:`lightning_sr.upscale` all call these functions.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_sr.models.tiling import tiled_forward, tiled_recurrent_step
+from lightning_sr.networks.tiling import tiled_forward, tiled_recurrent_step
 
 T = TypeVar("T")
 # TecoGAN's official inference (thunil/TecoGAN lib/dataloader.py, main.py) runs frames 5, 4, 3, 2, 1 before the clip

@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 from lightning_sr.cost import COST_KEYS
 from lightning_sr.fs import atomic_write
 from lightning_sr.metrics import METRIC_MODES
+from lightning_sr.metrics_json import bicubic_values, measured_values
 from lightning_sr.overrides import job_run_name, sweep_name, to_plain
-from lightning_sr.summary import bicubic_values, measured_values
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def summary_of(metrics: dict[str, Any]) -> dict[str, Any]:
     """The flat run summary of a job's metrics.json: ``cost/*``, ``final/*`` (per set, per exit),
     ``bicubic/*``, status, training time and steps. Same flattening as the sweep report's columns
-    (:func:`lightning_sr.summary.measured_values`), under W&B-friendly prefixes."""
+    (:func:`lightning_sr.metrics_json.measured_values`), under W&B-friendly prefixes."""
     out: dict[str, Any] = {"status": metrics.get("status", "finished")}
     for k, v in measured_values(metrics).items():
         last = k.rsplit("/", 1)[-1]

@@ -28,14 +28,14 @@ from lightning_sr.config import (
 from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import ConfigError, LightningSRError
 from lightning_sr.fs import atomic_write
+from lightning_sr.lit_modules import eval_module_class
 from lightning_sr.loggers import build_loggers, finish_loggers
 from lightning_sr.manifest import write_manifest
 from lightning_sr.metrics import METRIC_MODES
-from lightning_sr.models import build_generator
-from lightning_sr.modules import eval_module_class
+from lightning_sr.metrics_json import compression_ratios, mean_metrics
+from lightning_sr.networks import build_generator
 from lightning_sr.overrides import flatten, to_plain, user_overrides
 from lightning_sr.strategies import end_process_group
-from lightning_sr.summary import compression_ratios, mean_metrics
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def callback_summaries(trainer: L.Trainer | None, module) -> dict[str, Any]:
     return out
 
 
-def summarize(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, str] | None = None,
+def build_metrics_json(module, cfg: DictConfig, extra: dict[str, Any], roles: dict[str, str] | None = None,
               trainer: L.Trainer | None = None) -> dict[str, Any]:
     """metrics.json content: headline means, per set (and per exit), bicubic baseline, model cost, and what the
     callbacks of ``trainer`` report (:func:`callback_summaries`)."""
@@ -262,7 +262,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return {"status": "finished", "rank": trainer.global_rank}
     ckpt_cb = trainer.checkpoint_callback
     roles = {d.name: d.role for d in getattr(dm, "eval_sets", [])}
-    metrics = summarize(module, cfg, {
+    metrics = build_metrics_json(module, cfg, {
         "train_time_s": round(train_time, 2), "train_time_segment_s": round(segment_time, 2),
         "global_step": trainer.global_step,
         "batches": module.batches_done(), "resumed_from": resume,
@@ -306,7 +306,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(module, datamodule=dm, verbose=False)
     module.generator = generator
     roles = {d.name: d.role for d in getattr(dm, "eval_sets", [])}
-    metrics = summarize(module, cfg, {"ckpt_path": ckpt}, roles)
+    metrics = build_metrics_json(module, cfg, {"ckpt_path": ckpt}, roles)
     write_metrics(run_dir, metrics, module.val_records, getattr(module, "records_file", "per_image.csv"))
     for s, v in metrics["sets"].items():  # noqa: B007
         log.info("%s: %s", s, ", ".join(f"{k}={x:.4f}" for k, x in v.items() if isinstance(x, float)))

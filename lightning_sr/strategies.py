@@ -25,7 +25,7 @@ from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-from lightning_sr.models.gates import carry_gates, gates_by_name
+from lightning_sr.networks.gates import carry_gates, gates_by_name
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class HydraDDPStrategy(DDPStrategy):
 
 class GateKeepingSyncBatchNorm(TorchSyncBatchNorm):
     """Lightning's ``sync_batchnorm`` conversion (and its revert at teardown) keeping channel gates
-    (:mod:`lightning_sr.models.gates`): the plain conversion replaces every BatchNorm by a new module and copies
+    (:mod:`lightning_sr.networks.gates`): the plain conversion replaces every BatchNorm by a new module and copies
     only its weight, bias and statistics, so the gates that channel sparsity puts on BatchNorms -- and their
     hooks -- would vanish from the model while the callback went on shrinking orphaned copies."""
 

@@ -25,7 +25,7 @@ Frames are read, upscaled and written one at a time: memory does not grow with t
 ``output`` defaults to ``<input>_x<scale>`` beside the input (same suffix; a folder for a folder).
 
 The output is the 8-bit image that ``evaluate.py`` scores for the same LR input, bit for bit: the same function
-(:func:`lightning_sr.inference.sr_outputs`: fp32, autocast off, :func:`~lightning_sr.models.tiling.tiled_forward`)
+(:func:`lightning_sr.inference.sr_outputs`: fp32, autocast off, :func:`~lightning_sr.networks.tiling.tiled_forward`)
 and the same rounding (:func:`lightning_sr.inference.to_uint8`). ``tile=auto`` (default) runs whole images when
 they fit the memory budget (half the free GPU memory, a quarter of the available RAM), else in the largest tiles
 that fit; whole images equal ``evaluate.py``'s default ``val.tile=0``, and ``tile=N`` equals ``val.tile=N``.
@@ -59,7 +59,7 @@ from lightning_sr.inference import (
     stream_frames,
     to_uint8,
 )
-from lightning_sr.models import named_outputs, output_names
+from lightning_sr.networks import named_outputs, output_names
 from lightning_sr.ops.image_io import IMG_EXTS, list_images, read_rgb, write_rgb
 
 log = logging.getLogger(__name__)

@@ -1,16 +1,16 @@
 """Helpers of the compression tests: tiny generators with non-trivial weights, a tiny image folder
-(fast real Trainer runs), lightning-sr checkpoints written directly."""
+(fast real Trainer runs), lightning-sr checkpoints written directly. The fixtures built on them (``tiny_data``,
+``dense_ckpt``, ``one_thread``) are in tests/conftest.py, so every test folder gets them without importing them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from lightning_sr.checkpoint import ARCH_KEY
-from lightning_sr.models import build_generator
+from lightning_sr.networks import build_generator
 
 SPEC = {"arch": "srresnet", "res_blocks": 2, "channels": 8, "scale": 4, "norm": "none", "act": "prelu",
         "skip": "bicubic", "res_scale": 1.0}
@@ -35,6 +35,17 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def tiny_generator(seed: int = 0, **kw) -> torch.nn.Module:
     return randomize(build_generator({**SPEC, **kw}), seed).eval()
+
+
+def lr_input(seed: int, height: int, width: int) -> torch.Tensor:
+    """A fixed random LR image (1, 3, height, width): the input the pruning tests compare outputs on."""
+    return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def eval_output(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's output in eval mode, without gradients."""
+    return model.eval()(x)
 
 
 def save_ckpt(model: torch.nn.Module, spec: dict, path: Path) -> Path:
@@ -63,24 +74,3 @@ def tiny_data_overrides(folder: Path, val_folder: Path | None = None) -> list[st
     return ["data=folder", "data.kind=folders", "data.name=tiny", f"data.hr_dir={folder}",
             f"data.val_hr_dir={val_folder or folder}", "data.val_split=0", "cost.latency=false",
             "callbacks.model_summary=null"]
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> list[str]:
-    return tiny_data_overrides(write_tiny_images(tmp_path_factory.mktemp("tiny_images")))
-
-
-@pytest.fixture(scope="session")
-def dense_ckpt(tmp_path_factory) -> Path:
-    """A 4-block, 8-channel x4 SRResNet checkpoint with random (non-zero) weights."""
-    spec = {**SPEC, "res_blocks": 4}
-    return save_ckpt(tiny_generator(**spec), spec, tmp_path_factory.mktemp("dense") / "dense.ckpt")
-
-
-@pytest.fixture(autouse=False)
-def one_thread():
-    """Tiny models run far faster on one thread when the machine is shared (no oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -23,6 +23,7 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import lightning_sr  # noqa: F401  (resolvers)
+from tests.compression_helpers import SPEC, save_ckpt, tiny_data_overrides, tiny_generator, write_tiny_images
 
 # 2-core machines: one intra-op thread per test process (and per subprocess below) avoids thread
 # oversubscription, which slows tiny models down by an order of magnitude.
@@ -98,3 +99,25 @@ def pytest_collection_modifyitems(config, items):
     bad = [it.nodeid for it in items if it.get_closest_marker("solo") and not it.get_closest_marker("long")]
     if bad:
         raise pytest.UsageError(f"tests marked solo must also be marked long (make test-long runs them alone): {bad}")
+
+
+# ----- fixtures of the compression and reload tests (built on tests/compression_helpers.py) ----------------------
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> list[str]:
+    return tiny_data_overrides(write_tiny_images(tmp_path_factory.mktemp("tiny_images")))
+
+
+@pytest.fixture(scope="session")
+def dense_ckpt(tmp_path_factory) -> Path:
+    """A 4-block, 8-channel x4 SRResNet checkpoint with random (non-zero) weights."""
+    spec = {**SPEC, "res_blocks": 4}
+    return save_ckpt(tiny_generator(**spec), spec, tmp_path_factory.mktemp("dense") / "dense.ckpt")
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """Tiny models run far faster on one thread when the machine is shared (no oversubscription)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

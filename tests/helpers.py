@@ -124,7 +124,7 @@ class GateRecorder(L.Callback):
     records: list[dict] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        from lightning_sr.models.gates import GATE, gated_modules
+        from lightning_sr.networks.gates import GATE, gated_modules
 
         seen = {}
         for _, m in gated_modules(pl_module.generator):

@@ -11,7 +11,7 @@ from torch import nn
 
 from lightning_sr.config import generator_spec
 from lightning_sr.cost import cost_from_config, count_macs, count_params, model_cost
-from lightning_sr.models import build_generator
+from lightning_sr.networks import build_generator
 from tests.conftest import compose
 
 

@@ -85,7 +85,7 @@ def test_upscale_streams_a_video_model_over_frames_and_a_video_file(tmp_path):
     import cv2
 
     from lightning_sr.inference import to_uint8
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
 
     spec = {"arch": "frnet", "res_blocks": 1, "channels": 8, "scale": 4}
     torch.manual_seed(0)
@@ -151,7 +151,7 @@ def test_export_video_step_checked(tmp_path):
     """The video model exports its recurrent step (3 inputs), checked over two frames."""
     spec = {"arch": "frnet", "res_blocks": 1, "channels": 8, "scale": 4}
     torch.manual_seed(0)
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
 
     ckpt = save_ckpt(build_generator(spec).eval(), spec, tmp_path / "fr.ckpt")
     res = export_format(ckpt, "torchscript", tmp_path / "fr.pt")
@@ -164,7 +164,7 @@ def test_exported_video_step_by_its_recipe_equals_the_warm_streaming(tmp_path, c
     """The exported step, run as its metadata says (TecoGAN's warm-up: warmup_order(n, warmup_frames), outputs from
     position k on), gives what evaluate.py / lsr-upscale stream (stream_frames with the same warm-up)."""
     from lightning_sr.inference import stream_frames, warmup_count, warmup_order
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
 
     spec = {"arch": "frnet", "res_blocks": 1, "channels": 8, "scale": 4}
     torch.manual_seed(0)

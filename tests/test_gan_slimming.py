@@ -11,7 +11,7 @@ import pytest
 
 from lightning_sr.checkpoint import load_generator
 from lightning_sr.errors import ConfigError
-from lightning_sr.models import build_generator
+from lightning_sr.networks import build_generator
 from lightning_sr.run import build_callbacks, train
 from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
 from tests.conftest import compose, run_task_in_process

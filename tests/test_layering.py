@@ -3,9 +3,9 @@
 Rules (docs/design.md, issue 20):
 
 * nothing that loads, deploys or trains a model imports a compression callback: ``checkpoint``, ``deploy``,
-  ``inference``, ``export``, ``loggers``, ``models/`` and ``modules/`` import nothing from ``compression/``;
+  ``inference``, ``export``, ``loggers``, ``networks/`` and ``lit_modules/`` import nothing from ``compression/``;
 * ``transforms/`` (what a technique does to a network) imports no Lightning;
-* ``models/`` (networks) imports nothing of lightning_sr above ``ops/`` (and ``errors``);
+* ``networks/`` (plain nn.Module networks) imports nothing of lightning_sr above ``ops/`` (and ``errors``);
 * ``report/`` does not import ``data/``;
 * no private name (leading underscore) is imported from another module of the package;
 * imports inside functions are the few listed in ``FUNCTION_LEVEL``, each with its reason.
@@ -27,15 +27,15 @@ PKG = Path(__file__).resolve().parents[1] / "lightning_sr"
 FUNCTION_LEVEL = {
     ("lightning_sr.cli", "lightning_sr.run"): "Lightning import time: lsr-data, export, upscale import cli",
     ("lightning_sr.cli", "lightning_sr.loggers"): "same as lightning_sr.run",
-    # pending: models/registry.py (gates are attached while a state dict is read; a cycle to break)
-    ("lightning_sr.models.registry", "lightning_sr.models.gates"): "pending: models/registry.py is being reworked",
+    # pending: networks/registry.py (gates are attached while a state dict is read; a cycle to break)
+    ("lightning_sr.networks.registry", "lightning_sr.networks.gates"): "pending: networks/registry.py is being reworked",
 }
 # (importing module, imported module, name): private names still imported across modules, pending the same split
 PRIVATE_PENDING: set[tuple[str, str, str]] = set()
 
 NOT_FROM_COMPRESSION = ("lightning_sr.checkpoint", "lightning_sr.deploy", "lightning_sr.inference",
-                        "lightning_sr.export", "lightning_sr.loggers", "lightning_sr.models", "lightning_sr.modules")
-MODELS_MAY_IMPORT = ("lightning_sr.models", "lightning_sr.ops", "lightning_sr.errors")
+                        "lightning_sr.export", "lightning_sr.loggers", "lightning_sr.networks", "lightning_sr.lit_modules")
+NETWORKS_MAY_IMPORT = ("lightning_sr.networks", "lightning_sr.ops", "lightning_sr.errors")
 
 
 def module_name(path: Path, root: Path = PKG) -> str:
@@ -85,6 +85,14 @@ def test_the_reader_sees_imports_at_the_top_and_inside_functions(tmp_path):
                    ("lightning_sr.compression", ["qat"], True, 5)]
 
 
+def test_the_rules_name_modules_that_exist():
+    """A rule on a renamed or removed module would pass without checking anything."""
+    sources = {src for src, *_ in all_imports()}
+    named = {*NOT_FROM_COMPRESSION, *NETWORKS_MAY_IMPORT, *(m for pair in FUNCTION_LEVEL for m in pair)}
+    missing = sorted(p for p in named if not any(under(s, p) for s in sources))
+    assert not missing, f"the layering rules name modules that do not exist: {missing}"
+
+
 def test_nothing_that_loads_or_runs_a_model_imports_a_compression_callback():
     bad = [f"{src}:{line} imports {m}" for src, m, names, _, line in all_imports()
            if under(src, *NOT_FROM_COMPRESSION)
@@ -99,9 +107,9 @@ def test_transforms_import_no_lightning():
     assert (PKG / "transforms").is_dir() and len(list((PKG / "transforms").glob("*.py"))) >= 5
 
 
-def test_models_import_nothing_above_ops():
+def test_networks_import_nothing_above_ops():
     bad = [f"{src}:{line} imports {m}" for src, m, _, _, line in all_imports()
-           if under(src, "lightning_sr.models") and under(m, "lightning_sr") and not under(m, *MODELS_MAY_IMPORT)]
+           if under(src, "lightning_sr.networks") and under(m, "lightning_sr") and not under(m, *NETWORKS_MAY_IMPORT)]
     assert not bad, "\n".join(bad)
 
 
@@ -129,7 +137,7 @@ def test_imports_inside_functions_are_the_listed_ones():
 @pytest.mark.parametrize(("src", "above"), [("lightning_sr.checkpoint", "lightning_sr.compression"),
                                             ("lightning_sr.loggers", "lightning_sr.config"),
                                             ("lightning_sr.loggers", "lightning_sr.run"),
-                                            ("lightning_sr.models.graph", "lightning_sr.cost"),
+                                            ("lightning_sr.networks.graph", "lightning_sr.cost"),
                                             ("lightning_sr.report.html", "lightning_sr.data")])
 def test_the_arrows_issue_20_found_stay_gone(src, above):
     got = [f"{src}:{line} imports {m}" for s, m, _, _, line in all_imports() if s == src and under(m, above)]
@@ -139,12 +147,12 @@ def test_the_arrows_issue_20_found_stay_gone(src, above):
 def test_transforms_and_loaders_stay_free_of_lightning_and_callbacks_once_imported():
     """The same rules on what a fresh interpreter really loads (imports of imports included)."""
     code = ("import sys\n"
-            "import lightning_sr.transforms.quant, lightning_sr.transforms.eager_quant, lightning_sr.transforms.int8_io\n"
+            "import lightning_sr.transforms.pt2e_quant, lightning_sr.transforms.eager_quant, lightning_sr.transforms.int8_io\n"
             "import lightning_sr.transforms.channels, lightning_sr.transforms.blocks\n"
             "import lightning_sr.data.prepare  # lsr-data: a download tool, seconds faster without Lightning\n"
             "assert not {m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')}, 'lightning'\n"
             "import lightning_sr.checkpoint, lightning_sr.deploy, lightning_sr.inference, lightning_sr.export\n"
-            "import lightning_sr.loggers, lightning_sr.models, lightning_sr.modules\n"
+            "import lightning_sr.loggers, lightning_sr.networks, lightning_sr.lit_modules\n"
             "bad = sorted(m for m in sys.modules if m.startswith('lightning_sr.compression'))\n"
             "assert not bad, bad\n")
     p = subprocess.run([sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, timeout=300)

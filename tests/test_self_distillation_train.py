@@ -9,7 +9,7 @@ import pytest
 
 from lightning_sr.cost import count_params, cpu_latency_ms
 from lightning_sr.export import export_exit
-from lightning_sr.models import SRResNet
+from lightning_sr.networks import SRResNet
 from lightning_sr.run import evaluate, train
 from tests.conftest import SMOKE, compose
 

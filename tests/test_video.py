@@ -16,7 +16,7 @@ from PIL import Image
 from lightning_sr.data.degradation import gaussian_bd
 from lightning_sr.data.video import VideoDataModule
 from lightning_sr.errors import DataError
-from lightning_sr.models import build_generator
+from lightning_sr.networks import build_generator
 from lightning_sr.run import evaluate, train
 from tests.conftest import ALEXNET, SHARED, SMOKE, compose, needs_alexnet
 
@@ -143,7 +143,7 @@ def test_streaming_inference_holds_constant_memory():
 
 
 def test_pingpong_plays_the_clip_forward_then_backward_and_compares_the_two_passes():
-    from lightning_sr.modules.video import pingpong, pingpong_loss
+    from lightning_sr.lit_modules.video import pingpong, pingpong_loss
 
     clip = torch.arange(4.0).view(1, 4, 1, 1, 1)
     assert pingpong(clip).flatten().tolist() == [0, 1, 2, 3, 2, 1, 0]

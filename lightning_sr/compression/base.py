@@ -4,7 +4,7 @@
   checks, :meth:`~CompressionCallback.measure` (model cost with the run's ``cost.input_size``, latency skipped, and
   PSNR on the validation sets), the log entry (:meth:`~CompressionCallback.log_entry`), resume state, the
   untrained-model warning, and the declared hooks the rest of the code reads instead of side channels:
-  :meth:`~CompressionCallback.summary` (what the callback adds to ``metrics.json``; ``run.summarize`` gathers them
+  :meth:`~CompressionCallback.summary` (what the callback adds to ``metrics.json``; ``run.build_metrics_json`` gathers them
   from every callback, as ``compose_loss`` gathers ``loss_terms``) and :meth:`~CompressionCallback.
   changes_structure_until` (a callback still changing the generator's structure mid-run: QAT reads it instead of
   naming the class).
@@ -33,8 +33,8 @@ from lightning_sr.checkpoint import generator_from_checkpoint, read_checkpoint
 from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import ConfigError, check, require
 from lightning_sr.metrics import METRIC_MODES
-from lightning_sr.models import adapt_to_state_dict
-from lightning_sr.summary import mean_metrics
+from lightning_sr.metrics_json import mean_metrics
+from lightning_sr.networks import adapt_to_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class CompressionCallback(L.Callback):
         if not (getattr(pl_module, "hparams", {}) or {}).get("init_from") and not earlier:
             log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
 
-    # -- declared hooks (read by run.summarize and by other callbacks) -----------------------------------------
+    # -- declared hooks (read by run.build_metrics_json and by other callbacks) -----------------------------------------
     def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """What this callback adds to ``metrics.json``: lists are concatenated over the callbacks in their order
         (``compression``: one entry per technique that acted), other keys are the callback's own."""

@@ -3,7 +3,7 @@
 Every prunable channel group (Torch-Pruning's dependency analysis, the same as ``compression=channel_prune``:
 the trunk width of an SRResNet, coupled by its residual additions, is ONE group; each block's inner channels are
 another; every upsampler stage's shuffled channels another) gets one learnable gate per channel
-(:mod:`lightning_sr.models.gates`): the output of every layer that writes the group's channels is multiplied by it,
+(:mod:`lightning_sr.networks.gates`): the output of every layer that writes the group's channels is multiplied by it,
 right after the convolution, or after its BatchNorm when one follows (the gate then scales the BatchNorm's weight and
 bias: the BatchNorm weights become the gates when it is folded). The trunk is included: GAN Slimming never prunes
 it, we do. Gates start at 1, live on an optimiser of their own (``gate_optimizer``: ``sgd``, GAN Slimming's
@@ -25,7 +25,7 @@ through the physical pruning code of ``channel_prune`` (one path: groups, MAC co
 :mod:`lightning_sr.transforms.channels`), every gate is folded into its layer (exact: it
 only scales that layer's outputs), and training goes on as fine-tuning when steps remain. The final checkpoint is a
 plain pruned model that reloads with ``weights_only=True``; a checkpoint taken while gates learn reloads with its
-gates (:func:`lightning_sr.models.registry.attach_saved_gates`).
+gates (:func:`lightning_sr.networks.registry.attach_saved_gates`).
 
 Logged at every validation, to every logger: gate quantiles (``sparsity/gate_q{0,25,50,75,100}``), the fraction of
 gates under ``threshold`` per group (``sparsity/<group>/below``), and the MACs the model would have if pruned now
@@ -55,7 +55,7 @@ from lightning_sr.compression.base import (
     short,
 )
 from lightning_sr.errors import check, check_choice, require
-from lightning_sr.models.gates import GATE, attach_gate, detach_gate
+from lightning_sr.networks.gates import GATE, attach_gate, detach_gate
 from lightning_sr.strategies import keep_gates_through_layer_sync
 from lightning_sr.transforms.channels import (
     SPARSITY_KEY,

@@ -37,8 +37,8 @@ from lightning_sr.compression.base import CompressionCallback, evaluate_metrics,
 from lightning_sr.cost import cost_from_config
 from lightning_sr.errors import ConfigError, check, check_choice, require
 from lightning_sr.losses import pixel_loss
-from lightning_sr.models import named_outputs
-from lightning_sr.models.graph import GraphGenerator
+from lightning_sr.networks import named_outputs
+from lightning_sr.networks.graph import GraphGenerator
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from lightning_sr.compression.quantization import Quantization, quant
+from lightning_sr.compression.quantization import Quantization, pt2e_quant
 from lightning_sr.errors import check, require
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ class PTQ(Quantization):
         gen = self.check_module(pl_module)
         self.open_entry(trainer, pl_module)
         device = next(gen.parameters()).device
-        gm, outputs, _ = quant.capture(gen.cpu(), training=False)
+        gm, outputs, _ = pt2e_quant.capture(gen.cpu(), training=False)
         gen.to(device)
-        prepared = quant.prepare(gm, self.settings, qat=False)
+        prepared = pt2e_quant.prepare(gm, self.settings, qat=False)
         missed = self.check_coverage(prepared, gen)
         n = 0
         with torch.no_grad():

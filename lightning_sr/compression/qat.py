@@ -29,10 +29,10 @@ from torch import nn
 
 from lightning_sr.checkpoint import QAT_KEY, load_fp32_state
 from lightning_sr.compression.base import rebuild_optimizers, resumed_state, short
-from lightning_sr.compression.quantization import Quantization, eager_quant, quant
+from lightning_sr.compression.quantization import Quantization, eager_quant, pt2e_quant
 from lightning_sr.errors import check, require
-from lightning_sr.models import build_generator
-from lightning_sr.models.graph import GraphGenerator
+from lightning_sr.networks import build_generator
+from lightning_sr.networks.graph import GraphGenerator
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ class QAT(Quantization):
                 self.open_entry(trainer, pl_module)
             self.start_step = int(trainer.global_step)
         self.log_entry()
-        gm, self.outputs, features = quant.capture(gen.cpu(), training=True)
-        prepared = quant.prepare(gm, self.settings, qat=True)
+        gm, self.outputs, features = pt2e_quant.capture(gen.cpu(), training=True)
+        prepared = pt2e_quant.prepare(gm, self.settings, qat=True)
         if self.eager_states is not None and not resumed:  # the ranges the gated network learned go on
             carried = eager_quant.carry_ranges(prepared, self.eager_states)
             eager_quant.observe_weights(prepared)  # the folded, pruned weights' own per-channel ranges
@@ -176,9 +176,9 @@ class QAT(Quantization):
             log.info("%s: activation ranges of %d layers carried from the eager fake quantization", self.name,
                      len(carried))
         missed = self.check_coverage(prepared, gen)
-        wrapper = quant.wrap_prepared(prepared, self.outputs, features, gen)
+        wrapper = pt2e_quant.wrap_prepared(prepared, self.outputs, features, gen)
         wrapper.train(True)
-        quant.freeze(prepared, observers=self.frozen["observers"], bn=self.frozen["bn"])
+        pt2e_quant.freeze(prepared, observers=self.frozen["observers"], bn=self.frozen["bn"])
         pl_module.generator = wrapper.to(device)
         if self.entry is not None:
             self.entry["fp32_layers_left"] = missed
@@ -200,10 +200,10 @@ class QAT(Quantization):
         for what, after in (("observers", self.freeze_observers_after), ("bn", self.freeze_bn_after)):
             if after is not None and done >= after and not self.frozen[what]:
                 self.frozen[what] = True
-                quant.freeze(gm, **{what: True})
+                pt2e_quant.freeze(gm, **{what: True})
                 log.info("%s: %s frozen at step %d", self.name, "observers" if what == "observers"
                          else "batch-norm statistics", trainer.global_step)
-        if not getattr(gm, quant.TRAINING_ATTR, False):  # Lightning restored the flags only after validation
+        if not getattr(gm, pt2e_quant.TRAINING_ATTR, False):  # Lightning restored the flags only after validation
             pl_module.generator.train(True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:

@@ -2,8 +2,8 @@
 (:mod:`lightning_sr.compression.ptq`): options, checks, and the int8 finishing in one place.
 
 Both capture the generator with ``torch.export`` (dynamic batch, height and width) and quantize it with torchao's
-PT2E flow and :class:`lightning_sr.transforms.quant.SRQuantizer` (x86 recipe plus SR-specific options); the
-model definitions do not change: the captured graph wraps the generator (:class:`~lightning_sr.models.graph.
+PT2E flow and :class:`lightning_sr.transforms.pt2e_quant.SRQuantizer` (x86 recipe plus SR-specific options); the
+model definitions do not change: the captured graph wraps the generator (:class:`~lightning_sr.networks.graph.
 GraphGenerator`) and takes its place.
 
 :meth:`Quantization.finish` converts the prepared graph, writes ``int8.pt2`` (and ``int8.json``) beside
@@ -39,13 +39,13 @@ from lightning_sr.compression.base import (
 )
 from lightning_sr.cost import compiled_latency_ms, cost_from_config, state_dict_bytes
 from lightning_sr.errors import ConfigError, check, require
-from lightning_sr.models import named_outputs
-from lightning_sr.models.graph import COPIED_ATTRS
-from lightning_sr.summary import results_summary
+from lightning_sr.metrics_json import results_summary
+from lightning_sr.networks import named_outputs
+from lightning_sr.networks.graph import COPIED_ATTRS
 from lightning_sr.transforms import int8_io
 
 try:  # qat.py and ptq.py take them from here
-    from lightning_sr.transforms import eager_quant, quant
+    from lightning_sr.transforms import eager_quant, pt2e_quant
 except ImportError as _e:  # torchao is optional until a quantization callback is built: require_torchao() says so
     if not str(_e.name or "").startswith("torchao"):
         raise
@@ -78,8 +78,8 @@ class Quantization(CompressionCallback):
                  evaluate: bool = True, eval_images: int | None = None):
         key = f"compression.{self.name}"
         require_torchao(f"compression={self.name}")
-        self.settings = quant.QuantSettings(shuffle_int8, act_int8, skip_fp32, list(fp32_layers or []), reduce_range)
-        quant.check_settings(key, self.settings)
+        self.settings = pt2e_quant.QuantSettings(shuffle_int8, act_int8, skip_fp32, list(fp32_layers or []), reduce_range)
+        pt2e_quant.check_settings(key, self.settings)
         check(isinstance(compile, bool), f"{key}.compile", compile, "must be true or false")
         super().__init__(evaluate, eval_images)
         self.compile = compile
@@ -108,7 +108,7 @@ class Quantization(CompressionCallback):
 
     def check_coverage(self, prepared, gen: nn.Module) -> list[str]:
         """ConfigError naming the layers when the quantizer covers none of them; the uncovered ones otherwise."""
-        covered, missed = quant.covered_layers(prepared, gen)
+        covered, missed = pt2e_quant.covered_layers(prepared, gen)
         fp32 = self.settings.fp32_layers
         require(bool(covered), f"{self.key}: the quantizer covers none of the model's layers ("
                                f"{', '.join(f'{n} ({type(gen.get_submodule(n)).__name__})' for n in missed[:8])}"
@@ -135,12 +135,12 @@ class Quantization(CompressionCallback):
     def finish(self, trainer: L.Trainer, pl_module: L.LightningModule, prepared, outputs: list[str],
                details: dict[str, Any]) -> None:
         """Convert ``prepared``, write the artefact, evaluate and measure it; ``pl_module.generator`` is fp32."""
-        int8 = quant.convert(prepared.cpu())
+        int8 = pt2e_quant.convert(prepared.cpu())
         if self.qat:  # the int8 program is the network that was trained: its 8-bit output against the graph's
             details = {**details, "int8_vs_fake_quant": self.compare_with_fake_quant(trainer, pl_module, prepared,
                                                                                      int8)}
-        rows = quant.layer_precisions(int8)
-        layers = quant.summarize_layers(rows)
+        rows = pt2e_quant.layer_precisions(int8)
+        layers = pt2e_quant.summarize_layers(rows)
         path, source = self.artefact_path(trainer)
         gen = pl_module.generator
         meta = {"technique": self.name, "generator": dict(pl_module.generator_spec), "outputs": outputs,
@@ -176,11 +176,11 @@ class Quantization(CompressionCallback):
         except ConfigError:
             return {}
         was = getattr(prepared, "_exported_training", True)
-        quant.set_mode(prepared, False)
+        pt2e_quant.set_mode(prepared, False)
         with torch.no_grad():
             a, b = (out[0] if isinstance(out, (tuple, list)) else out
                     for out in (prepared(lr.cpu()), int8(lr.cpu())))
-        quant.set_mode(prepared, bool(was))
+        pt2e_quant.set_mode(prepared, bool(was))
         levels = ((a.clamp(0, 1) * 255).round() - (b.clamp(0, 1) * 255).round()).abs()
         return {"max_8bit": float(levels.max()), "mean_8bit": round(float(levels.mean()), 4),
                 "input": "x".join(map(str, lr.shape[1:]))}

@@ -37,13 +37,12 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lightning_sr.data.base import EvalSetsMixin
 from lightning_sr.data.cache import cache_root
 from lightning_sr.data.datasets import TEST, VAL
 from lightning_sr.data.embedded import load_photo, png_bytes
-from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import DataError, require
 from lightning_sr.fs import atomic_write
 from lightning_sr.ops.image_io import list_images, read_rgb
@@ -334,24 +333,9 @@ class ClassifyDataModule(EvalSetsMixin, L.LightningDataModule):
                  self.num_classes, "x".join(map(str, self.image_shape)), data["source"])
         self._ready = True
 
-    def _loader_kwargs(self) -> dict:
-        nw = self.cfg.get("num_workers", 0)
-        return dict(num_workers=nw, pin_memory=bool(self.cfg.get("pin_memory", False)), persistent_workers=nw > 0)
+    # loaders: EvalSetsMixin builds them, with these batch sizes
+    def train_batch_size(self) -> int:
+        return int(self.cfg.get("batch_size", 128))
 
-    def train_dataloader(self) -> DataLoader:
-        rank, world = self._rank_world()
-        bs = self.cfg.get("batch_size", 128)
-        sampler = ResumableSampler(len(self.train_set), bs, self._batches_done, rank, world)
-        return DataLoader(self.train_set, batch_size=bs, sampler=sampler, drop_last=True, **self._loader_kwargs())
-
-    def _eval_loaders(self, stage: str) -> list[DataLoader]:
-        rank, world = self._rank_world()
-        bs = self.cfg.get("eval_batch_size", 500)
-        kw = self._loader_kwargs()
-        return [DataLoader(d, batch_size=bs, sampler=ShardSampler(len(d), rank, world), **kw) for d in self.sets(stage)]
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(VAL)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(TEST)
+    def eval_loader_kwargs(self) -> dict:
+        return {"batch_size": int(self.cfg.get("eval_batch_size", 500)), **self._loader_kwargs()}

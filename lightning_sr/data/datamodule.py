@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader
 
 from lightning_sr.data.base import EvalSetsMixin
 from lightning_sr.data.cache import CACHE_MODES
 from lightning_sr.data.datasets import TEST, VAL, EvalImageDataset, ImageSet, TrainPatchDataset, load_pairs
 from lightning_sr.data.degradation import flip_shift
 from lightning_sr.data.embedded import materialize
-from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import ConfigError, DataError, require
 
 log = logging.getLogger(__name__)
@@ -149,27 +147,11 @@ class SRDataModule(EvalSetsMixin, L.LightningDataModule):
                               f"are test sets (never used for selection); add one with data.val")
         self._ready = True
 
-    # ----- loaders -----------------------------------------------------------------------------------------------
-    def _loader_kwargs(self) -> dict:
-        nw = self.cfg.get("num_workers", 0)
-        return dict(num_workers=nw, pin_memory=self.cfg.get("pin_memory", True), persistent_workers=nw > 0)
+    # ----- loaders (EvalSetsMixin builds them) ---------------------------------------------------------------------
+    pin_memory_default = True
 
-    def train_dataloader(self) -> DataLoader:
-        rank, world = self._rank_world()
-        sampler = ResumableSampler(len(self.train_set), self.cfg["batch_size"], self._batches_done, rank, world)
-        return DataLoader(self.train_set, batch_size=self.cfg["batch_size"], sampler=sampler, drop_last=True,
-                          **self._loader_kwargs())
-
-    def _eval_loaders(self, stage: str) -> list[DataLoader]:
+    def eval_loader_kwargs(self) -> dict:
         kw = self._loader_kwargs()
         kw["num_workers"] = min(kw["num_workers"], 1)
         kw["persistent_workers"] = kw["num_workers"] > 0
-        rank, world = self._rank_world()
-        return [DataLoader(d, batch_size=1, sampler=ShardSampler(len(d), rank, world), **kw)
-                for d in self.sets(stage)]
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(VAL)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(TEST)
+        return {"batch_size": 1, **kw}

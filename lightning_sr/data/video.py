@@ -27,7 +27,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lightning_sr.data.base import EvalSetsMixin
 from lightning_sr.data.cache import CACHE_MODES, cached_pair, entry_key, lr_file_source
@@ -35,7 +35,6 @@ from lightning_sr.data.datasets import TEST, VAL
 from lightning_sr.data.degradation import DEGRADATIONS, degrade, flip_shift
 from lightning_sr.data.embedded_video import materialize_clips
 from lightning_sr.data.frames import LAYOUT, list_frames
-from lightning_sr.data.samplers import ResumableSampler, ShardSampler
 from lightning_sr.errors import ConfigError, DataError, require
 from lightning_sr.ops.image_io import read_rgb
 
@@ -276,20 +275,5 @@ class VideoDataModule(EvalSetsMixin, L.LightningDataModule):
         require(len(set(names)) == len(names), f"evaluation set names repeat: {names}; give each its own name")
         self._ready = True
 
-    def train_dataloader(self) -> DataLoader:
-        rank, world = self._rank_world()
-        nw = int(self.cfg.get("num_workers", 0))
-        sampler = ResumableSampler(len(self.train_set), int(self.cfg.batch_size), self._batches_done, rank, world)
-        return DataLoader(self.train_set, batch_size=int(self.cfg.batch_size), sampler=sampler, drop_last=True,
-                          num_workers=nw, persistent_workers=nw > 0, pin_memory=bool(self.cfg.get("pin_memory", False)))
-
-    def _eval_loaders(self, stage: str) -> list[DataLoader]:
-        rank, world = self._rank_world()
-        return [DataLoader(d, batch_size=1, sampler=ShardSampler(len(d), rank, world), collate_fn=_single)
-                for d in self.sets(stage)]
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(VAL)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(TEST)
+    def eval_loader_kwargs(self) -> dict:  # loaders: EvalSetsMixin builds them; one clip per batch, as it is
+        return {"batch_size": 1, "collate_fn": _single}

@@ -1,5 +1,5 @@
 """Compiling a model for the CPU, the one way latency is measured and int8 programs run fast (no dependency on
-models, data or metrics: ``models.graph`` and ``cost`` both use it).
+networks, data or metrics: ``networks.graph`` and ``cost`` both use it).
 
 :func:`compile_cpu` is ``torch.compile`` with inductor freezing, which turns a converted int8 program's reference
 quantize/dequantize graph into oneDNN int8 kernels (run eagerly it is a slow fp32 emulation); :func:`is_int8` tells

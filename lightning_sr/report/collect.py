@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_sr.errors import ConfigError
+from lightning_sr.metrics_json import bicubic_values, int8_values, measured_values
 from lightning_sr.overrides import sweep_name
 from lightning_sr.report.compare import (
     Unit,
@@ -26,7 +27,6 @@ from lightning_sr.report.compare import (
 from lightning_sr.report.jobs import Job, find_job_dirs, load_job, swept_keys
 from lightning_sr.report.published import PublishedTable, load_published, tables_for_data
 from lightning_sr.report.stats import RESAMPLES, SEED_KEY
-from lightning_sr.summary import bicubic_values, int8_values, measured_values
 
 log = logging.getLogger(__name__)
 

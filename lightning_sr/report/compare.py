@@ -21,9 +21,9 @@ from typing import Any
 
 from lightning_sr.errors import ConfigError
 from lightning_sr.manifest import read_manifest
+from lightning_sr.metrics_json import METRICS
 from lightning_sr.report.jobs import Job, load_job
 from lightning_sr.report.stats import SEED_KEY, delta, group_key, group_name, mean_std, read_per_image
-from lightning_sr.summary import METRICS
 
 STD = "_std"
 TOLERANCE_DB = 0.1  # default "reproduced" tolerance on PSNR (a published table may set tolerance_db)

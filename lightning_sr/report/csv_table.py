@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from lightning_sr.metrics_json import COST_KEYS, METRICS
 from lightning_sr.report.collect import SweepReport, ordered
 from lightning_sr.report.compare import STD
-from lightning_sr.summary import COST_KEYS, METRICS
 
 
 def csv_columns(rep: SweepReport) -> list[str]:

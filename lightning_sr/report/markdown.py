@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightning_sr.metrics_json import METRICS
 from lightning_sr.report.collect import PUBLISHED, SweepReport, ordered
 from lightning_sr.report.compare import DELTA_METRICS, STD
 from lightning_sr.report.stats import CONFIDENCE, RESAMPLES
-from lightning_sr.summary import METRICS
 
 
 def _num(v: Any, fmt: str) -> str:

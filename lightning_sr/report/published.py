@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 
 from lightning_sr.errors import ConfigError
+from lightning_sr.metrics_json import COST_KEYS, METRICS
 from lightning_sr.overrides import load_yaml
 from lightning_sr.report.jobs import Job
-from lightning_sr.summary import COST_KEYS, METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 PUBLISHED_DIRS = (ROOT / "sweeps" / "published", Path("sweeps") / "published")

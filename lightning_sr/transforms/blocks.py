@@ -10,6 +10,8 @@ of ``generator.body`` (an ``nn.ModuleList``) that are dropped are chosen by ``cr
   last block) least, measured one block at a time on a calibration batch (centre crops of the first
   validation images): ``||trunk(all) - trunk(all but i)||_2 / ||trunk(all)||_2``.
 
+The blocks are found through the SR layout (:func:`lightning_sr.networks.layout.check_layout`): a network without
+an ``nn.ModuleList`` ``body`` (in itself or its ``blocks_owner``) is refused with one line naming the missing part.
 Kept blocks keep their order and weights; the callback (``compression=block_prune``,
 :mod:`lightning_sr.compression.block_pruning`) sets ``pl_module.generator_spec["res_blocks"]`` to ``keep`` so the
 checkpoint rebuilds without any config. Training a small model from scratch instead is
@@ -22,23 +24,15 @@ import torch
 from torch import nn
 
 from lightning_sr.errors import require
-from lightning_sr.models import conv_layers, is_multi_output
+from lightning_sr.networks import conv_layers, is_multi_output
+from lightning_sr.networks.layout import check_layout
 
 CRITERIA = ("last", "l1", "output_delta")
 
 
-def blocks_owner(gen: nn.Module) -> nn.Module:
-    """The module whose ``body`` holds the residual blocks: the generator, or its ``blocks_owner`` submodule
-    (the video generator's SRNet)."""
-    name = getattr(gen, "blocks_owner", None)
-    return gen.get_submodule(name) if name else gen
-
-
 def residual_blocks(gen: nn.Module, what: str = "compression.block_prune") -> nn.ModuleList:
-    body = getattr(blocks_owner(gen), "body", None)
-    require(isinstance(body, nn.ModuleList),
-            f"{what} needs a generator whose residual blocks are a ModuleList `body` (model.arch=srresnet); "
-            f"{type(gen).__name__} has none")
+    """The layout's ``body`` (the residual blocks, in ``gen`` or its ``blocks_owner``), after checking the layout."""
+    body = check_layout(gen, need=("body",), what=what).body
     require(not is_multi_output(gen),
             f"{what} cannot prune a multi-exit model ({type(gen).__name__}): its exits are attached to block "
             f"indices; export an exit first (lightning_sr.export) or prune a model=srresnet checkpoint")
@@ -57,9 +51,10 @@ def l1_scores(gen: nn.Module) -> list[float]:
 @torch.no_grad()
 def output_delta_scores(gen: nn.Module, lr: torch.Tensor) -> list[float]:
     """Per block: relative L2 change of the trunk output when only that block is skipped."""
-    blocks = list(residual_blocks(gen))
-    require(blocks_owner(gen) is gen and hasattr(gen, "head") and hasattr(gen, "trunk"),
-            f"compression.block_prune.criterion=output_delta needs an SRResNet-shaped generator; "
+    what = "compression.block_prune.criterion=output_delta"
+    blocks = list(residual_blocks(gen, what))
+    require(check_layout(gen, need=("head", "body"), what=what) is gen and hasattr(gen, "trunk"),
+            f"{what} needs an SRResNet-shaped generator (its layout parts and trunk() on the network itself); "
             f"{type(gen).__name__} has none: use criterion=l1 or criterion=last")
     was_training = gen.training
     gen.eval()
@@ -92,7 +87,7 @@ def prune_blocks(gen: nn.Module, kept: list[int]) -> nn.Module:
     body = residual_blocks(gen)
     require(all(0 <= i < len(body) for i in kept) and len(set(kept)) == len(kept),
             f"block indices {kept} are not distinct blocks of a {len(body)}-block model")
-    blocks_owner(gen).body = nn.ModuleList(body[i] for i in sorted(kept))
+    check_layout(gen, need=("body",)).body = nn.ModuleList(body[i] for i in sorted(kept))
     if hasattr(gen, "res_blocks"):
         gen.res_blocks = len(kept)
     return gen

@@ -24,7 +24,9 @@ the per-channel activation/norm parameters (if any) and input channel ``c`` of t
 stage or tail), ranked by the same importance over those tensors (always per stage, at ``ratio``).
 With ``upsampler: ignore`` the upsampler keeps its width.
 
-A pruned checkpoint reloads without a config: ``lsr_arch`` + ``models.registry.adapt_to_state_dict``.
+The network must have the SR layout (:mod:`lightning_sr.networks.layout`: head, body, upsampler, tail and, when no
+``protect`` is given, ``default_protect``); one without is refused by :func:`~lightning_sr.networks.layout.check_layout`
+with one line naming the missing part. A pruned checkpoint reloads without a config: ``lsr_arch`` + ``networks.registry.adapt_to_state_dict``.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ from torch import nn
 
 from lightning_sr.cost import count_macs
 from lightning_sr.errors import check, check_choice, require
-from lightning_sr.models import conv_layers, is_conv, is_multi_output, named_outputs
-from lightning_sr.models.gates import GATE, detach_gate, gated_modules
-from lightning_sr.models.recycle import require_plain_convs
+from lightning_sr.networks import conv_layers, is_conv, is_multi_output, named_outputs
+from lightning_sr.networks.gates import GATE, detach_gate, gated_modules
+from lightning_sr.networks.layout import PARTS, PROTECT, check_layout, layout_of
+from lightning_sr.networks.recycle import require_plain_convs
 
 IMPORTANCES = ("l1", "l2", "taylor")
 UPSAMPLER_MODES = ("group", "ignore")
@@ -95,8 +98,15 @@ def output_convs(gen: nn.Module) -> list[nn.Conv2d]:
     return [m.tail for m in gen.modules() if is_conv(getattr(m, "tail", None))]
 
 
-def default_protect(gen: nn.Module) -> list[str]:
-    return list(getattr(gen, "default_protect", ("head", "tail")))
+def default_protect(gen: nn.Module, what: str = KEY) -> list[str]:
+    """The layout's ``default_protect`` of ``gen`` (checked: one line when the network has none)."""
+    check_layout(gen, need=(PROTECT,), what=what)
+    return list(gen.default_protect)
+
+
+def image_channels(gen: nn.Module) -> int:
+    """Channels of the network's input image: its ``in_channels``, else what its first convolution reads."""
+    return getattr(gen, "in_channels", None) or next(m for _, m in conv_layers(gen)).in_channels
 
 
 def protected_modules(gen: nn.Module, protect: Sequence[str]) -> list[nn.Module]:
@@ -175,19 +185,19 @@ def n_to_prune(channels: int, ratio: float, round_to: int | None = None) -> int:
 
 # ----- the whole model ------------------------------------------------------------------------------------------
 def _example(gen: nn.Module) -> torch.Tensor:
-    p = next(gen.parameters())
-    c = getattr(gen, "in_channels", None) or next(m for _, m in conv_layers(gen)).in_channels
-    return torch.rand(1, c, 16, 16, device=p.device)
+    return torch.rand(1, image_channels(gen), 16, 16, device=next(gen.parameters()).device)
 
 
 class ChannelPlan:
     """What channel pruning would touch in ``gen``: Torch-Pruning's groups and the upsampler stages."""
 
     def __init__(self, gen: nn.Module, ratio: float, importance: str = "l2", global_pruning: bool = False,
-                 protect: Sequence[str] | None = None, upsampler: str = "group", round_to: int | None = None):
+                 protect: Sequence[str] | None = None, upsampler: str = "group", round_to: int | None = None,
+                 what: str = KEY):
+        check_layout(gen, need=PARTS if protect is not None else (*PARTS, PROTECT), what=what)
         require_plain_convs(gen, KEY)  # Torch-Pruning knows nn.Conv2d only (recycled convs: materialise first)
         self.gen, self.ratio, self.importance, self.round_to = gen, float(ratio), importance, round_to
-        protect = list(protect) if protect is not None else default_protect(gen)
+        protect = list(protect) if protect is not None else default_protect(gen, what)
         shuffle_convs = pixel_shuffle_convs(gen)
         # protected layers, convs before a PixelShuffle (handled below) and the RGB output convs (never pruned)
         ignored = protected_modules(gen, protect) + shuffle_convs + output_convs(gen)
@@ -296,7 +306,7 @@ def nothing_prunable_message(gen: nn.Module, protect: Sequence[str] | None, upsa
     if upsampler == "ignore":
         hint += " or set compression.channel_prune.upsampler=group"
     return (f"{KEY}: nothing to prune in {type(gen).__name__} with "
-            f"res_blocks={len(getattr(gen, 'body', []))}: every channel group contains a protected layer "
+            f"res_blocks={len(layout_of(gen).body)}: every channel group contains a protected layer "
             f"(protect={list(protect)}, upsampler={upsampler}); {hint}")
 
 
@@ -349,13 +359,13 @@ def _next_sibling(model: nn.Module, module: nn.Module) -> nn.Module | None:
 def sparsity_protect(gen: nn.Module) -> list[str]:
     """The default protection of channel sparsity: the model's own (as channel_prune), minus its head, so the trunk
     width is a group too (SRResNet: [tail]; the video generator: [fnet, srnet.tail])."""
-    return [p for p in default_protect(gen) if not p.split(".")[-1] == "head"]
+    return [p for p in default_protect(gen, SPARSITY_KEY) if not p.split(".")[-1] == "head"]
 
 
 def find_groups(gen: nn.Module, protect) -> list[Group]:
     """Every prunable channel group of ``gen`` (see the module docstring)."""
     protect = sparsity_protect(gen) if protect is None else protect
-    plan = ChannelPlan(gen, 0.5, "l1", False, protect, "group", None)
+    plan = ChannelPlan(gen, 0.5, "l1", False, protect, "group", None, what=SPARSITY_KEY)
     dg = plan.pruner.DG
     names = {m: n for n, m in gen.named_modules()}
     groups = []
@@ -426,7 +436,7 @@ class MacCounter:
 def macs_small(model: nn.Module) -> int:
     """MACs on a 32x32 LR input: for these fully convolutional networks MAC ratios do not depend on the input size,
     and the small input keeps the many trial prunings of a MAC-budget search cheap."""
-    return count_macs(model, (getattr(model, "in_channels", 3), 32, 32))
+    return count_macs(model, (image_channels(model), 32, 32))
 
 
 def remove_channels(gen: nn.Module, groups: list[Group], removal: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -450,7 +460,7 @@ def _remove_channels(gen: nn.Module, groups: list[Group], removal: dict[str, lis
             prune_pixel_shuffle_stage(g.stage[0], g.stage[1], idxs)
             continue
         if dg is None:  # one dependency graph for every group (the groups are disjoint)
-            example = torch.rand(1, getattr(gen, "in_channels", 3), 16, 16, device=next(gen.parameters()).device)
+            example = torch.rand(1, image_channels(gen), 16, 16, device=next(gen.parameters()).device)
             dg = tp.DependencyGraph().build_dependency(gen, example_inputs=example, forward_fn=forward_fn(gen))
         dg.get_pruning_group(g.root, tp.prune_conv_out_channels, idxs).prune()
     gen.train(was_training)

@@ -1,9 +1,9 @@
 """Fake quantization of an eager generator: the int8 recipe's observers on a network no graph can hold yet.
 
 GAN Slimming quantizes from its first step, while channel gates are learned and before any channel is removed.
-torchao's PT2E flow (:mod:`lightning_sr.transforms.quant`) needs a captured graph that stays fixed, and its x86
+torchao's PT2E flow (:mod:`lightning_sr.transforms.pt2e_quant`) needs a captured graph that stays fixed, and its x86
 quantizer cannot annotate a gated convolution. Until the removal, the generator itself is fake-quantized here with
-the same fake quantizers the int8 conversion uses (built from :class:`~lightning_sr.transforms.quant.SRQuantizer`'s
+the same fake quantizers the int8 conversion uses (built from :class:`~lightning_sr.transforms.pt2e_quant.SRQuantizer`'s
 own quantization specs: int8 per-channel symmetric weights, uint8 per-tensor affine activations, 7-bit where
 ``reduce_range``):
 
@@ -40,8 +40,8 @@ from torchao.quantization.pt2e.prepare import (
 )
 from torchao.quantization.pt2e.quantizer.utils import get_input_act_qspec, get_weight_qspec
 
-from lightning_sr.models.blocks import ResidualBlock
-from lightning_sr.transforms.quant import QuantSettings, module_names, under_prefix
+from lightning_sr.networks.blocks import ResidualBlock
+from lightning_sr.transforms.pt2e_quant import QuantSettings, module_names, under_prefix
 
 FQ = "_lsr_fake_quant"  # {"input": fq, "weight": fq} in the module's __dict__ (not registered)
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)

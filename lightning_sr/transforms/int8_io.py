@@ -2,7 +2,7 @@
 
 :func:`save_int8` writes the program (``torch.export.save``, dynamic batch/height/width, debugging metadata
 dropped, JSON entries deflated) with its description inside (extra file :data:`META_FILE`) and beside it
-(``int8.json``); :func:`read_int8` reads it back as a :class:`~lightning_sr.models.graph.GraphGenerator`, with a
+(``int8.json``); :func:`read_int8` reads it back as a :class:`~lightning_sr.networks.graph.GraphGenerator`, with a
 one-line WeightsError for a missing, corrupt or foreign file. ``checkpoint.load_generator`` and ``deploy`` read
 int8 files through it.
 """
@@ -22,7 +22,7 @@ from torch.fx import GraphModule
 
 from lightning_sr.errors import WeightsError
 from lightning_sr.fs import atomic_write
-from lightning_sr.models.graph import GraphGenerator, example_input, export_dims
+from lightning_sr.networks.graph import GraphGenerator, example_input, export_dims
 
 META_FILE = "lsr_int8.json"  # the artefact's description, inside the .pt2 (extra file) and beside it (int8.json)
 FORMAT = 1

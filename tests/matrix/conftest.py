@@ -18,7 +18,7 @@ GROUPS = ("compression", "experiment", "model", "data", "task")  # overrides tha
 def random_checkpoint(row: str, folder: Path, seed: int, recycle: bool = False) -> Path:
     """A checkpoint of the row's generator (its tiny spec from the row's config) with random non-zero weights."""
     from lightning_sr.config import generator_spec
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
     from tests.compression_helpers import randomize, save_ckpt
     from tests.conftest import compose
 

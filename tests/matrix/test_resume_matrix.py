@@ -83,10 +83,10 @@ def matrix_inputs(tmp_path_factory):
     """``inputs(row)``: the row's overrides with the data folders filled in, and a teacher / init checkpoint of the
     row's own generator (random weights), made once per session."""
     from lightning_sr.config import generator_spec
-    from lightning_sr.models import build_generator
+    from lightning_sr.networks import build_generator
     from tests.compression_helpers import randomize, save_ckpt, write_tiny_images
     from tests.conftest import compose
-    from tests.test_recycle import _fake_cifar, _write_batches
+    from tests.networks.test_recycle import _fake_cifar, _write_batches
 
     root = tmp_path_factory.mktemp("matrix_inputs")
     tiny = write_tiny_images(root / "tiny")
