@@ -1,7 +1,7 @@
 """Column (d) of the path matrix (issue 19): every module x every compression, SIGKILLed mid-run (a real kill of
 train.py, see tests.helpers.KillAt) during its compression phase (before and after a structural removal, during
 QAT), then the very same command again: the final weights and every metric of metrics.json equal the
-uninterrupted run's (1e-6). One uninterrupted reference per cell, shared by its kill points.
+uninterrupted run's (1e-6). One uninterrupted reference per cell; one run folder killed at each kill point in turn.
 
 ``RESUME_CELLS`` lists the cells that run (their overrides and kill points) and ``REFUSED`` the combinations
 refused by design with the message they are refused with (tests/matrix: the refusal tests check those lines)."""
@@ -167,28 +167,34 @@ def assert_same_run(ref_dir: Path, run_dir: Path) -> None:
                 assert torch.equal(x, y), f"int8 artefact {name}: {k} differs"
 
 
-@pytest.mark.timeout(2400)  # up to 5 train.py runs; an SRGAN cell takes minutes each on a loaded 2-core machine
+@pytest.mark.timeout(2400)  # up to 4 train.py runs; an SRGAN cell takes minutes each on a loaded 2-core machine
 @pytest.mark.parametrize("cell", sorted(RESUME_CELLS), ids=lambda c: f"{c[0]}-{c[1]}")
 def test_sigkill_mid_run_then_same_command_equals_uninterrupted(cell, matrix_inputs, tmp_path):
+    """The uninterrupted run, then one command carrying a KillAt per kill point (each kills once: its own marker),
+    run until it finishes: killed at the first point, killed again at the next one after resuming, ..., then it
+    runs to the end. Every kill point is reached (a run after a kill resumes from its last.ckpt), and the end equals
+    the uninterrupted run."""
     row, comp = cell
     spec = RESUME_CELLS[cell]
     args = _args(spec, matrix_inputs(row))
-    ref = tmp_path / "ref"
+    ref, run_dir = tmp_path / "ref", tmp_path / "killed"
     _ok(_train(args, ref), "the uninterrupted run")
-    for kill in spec["kills"]:
-        tag = str(kill)
-        run_dir, marker = tmp_path / f"killed_{tag}", tmp_path / f"killed_{tag}.marker"
+    cmd, points = list(args), []
+    for n, kill in enumerate(spec["kills"]):
         hook = kill if isinstance(kill, str) else "batch"
         step = 0 if isinstance(kill, str) else kill * spec["unit"]
-        cmd = args + ["+callbacks.kill._target_=tests.helpers.KillAt", f"+callbacks.kill.marker={marker}",
-                      f"+callbacks.kill.step={step}", f"+callbacks.kill.hook={hook}"]
-        p = _train(cmd, run_dir)
-        assert p.returncode == -9 and marker.is_file(), f"not killed ({p.returncode}):\n{p.stderr[-3000:]}"
+        marker = tmp_path / f"kill_{n}_{kill}.marker"
+        cmd += [f"+callbacks.kill{n}._target_=tests.helpers.KillAt", f"+callbacks.kill{n}.marker={marker}",
+                f"+callbacks.kill{n}.step={step}", f"+callbacks.kill{n}.hook={hook}"]
+        points.append((kill, hook, step, marker))
+    for kill, hook, step, marker in points:
+        p = _train(cmd, run_dir)  # the very same command each time
+        assert p.returncode == -9 and marker.is_file(), f"not killed at {kill} ({p.returncode}):\n{p.stderr[-3000:]}"
         assert not (run_dir / "metrics.json").exists()
         if hook == "batch":  # the periodic checkpoint before the kill is there; the lost batch is replayed
             assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] < step
-        again = _train(cmd, run_dir)  # the very same command
-        _ok(again, f"the same command after a kill at {kill}")
-        if hook == "batch":
-            assert "resuming from" in again.stdout + again.stderr
-        assert_same_run(ref, run_dir)
+    again = _train(cmd, run_dir)
+    _ok(again, f"the same command after the kills at {[k for k, *_ in points]}")
+    if any(hook == "batch" for _, hook, *_ in points):
+        assert "resuming from" in again.stdout + again.stderr
+    assert_same_run(ref, run_dir)
