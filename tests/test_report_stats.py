@@ -106,6 +106,18 @@ def test_video_jobs_pair_per_clip_means_of_per_frame_csv(tmp_path):
     (tmp_path / "per_image.csv").write_text("set,exit,image,psnr\nv,,a,10\n")
     assert read_per_image(tmp_path) == {"v": {"a": {"psnr": 10.0}}}
 
+
+def test_reference_is_named_by_the_keys_given_not_every_key_that_differs():
+    """Evaluation jobs differ by checkpoint path too: the reference named name=gs_teacher is shown as that, not as
+    ckpt_path=/a/long/path,name=gs_teacher in every delta column; a value alone or an exact row name: the row's."""
+    from lightning_sr.report.compare import Unit, find_reference, reference_label
+
+    units = [Unit((("ckpt_path", f"/runs/{n}/last.ckpt"), ("name", n)), [], {}) for n in ("teacher", "student")]
+    assert reference_label(find_reference(units, "name=teacher"), "name=teacher") == "name=teacher"
+    assert reference_label(find_reference(units, "name:student"), "name:student") == "name=student"
+    full = units[0].name
+    assert reference_label(find_reference(units, full), full) == full
+
 @pytest.fixture(scope="module")
 def seed_sweep(tmp_path_factory) -> Path:
     sweep = tmp_path_factory.mktemp("seeds") / "sweep"
