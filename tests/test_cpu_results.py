@@ -25,6 +25,7 @@ def _run(out: Path, *parts: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.matrix
+@pytest.mark.timeout(5400)  # about 50 jobs of 50-70 s each on the shared 2-core machine (pyproject's 600 s: one test)
 def test_cpu_results_smoke_runs_every_question_and_resumes(tmp_path):
     out = tmp_path / "cpu_results"
     p = _run(out)
