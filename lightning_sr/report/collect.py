@@ -22,6 +22,7 @@ from lightning_sr.report.compare import (
     init_budget,
     machines_check,
     merge_rows,
+    reference_label,
     single_units,
 )
 from lightning_sr.report.jobs import Job, find_job_dirs, load_job, swept_keys
@@ -210,7 +211,8 @@ def collect(sweep_dir: str | Path, published: str | None = None, reference: str 
         warnings.append(budget)
     title = sweep_title(sweep_dir, keys, jobs) or name
     return SweepReport(sweep_dir, jobs, keys, rows, sets, exits, table, command, title, notes, warnings=warnings,
-                       reference=ref_name and find_reference(units, str(ref_name)).name, units=units,
+                       reference=ref_name and reference_label(find_reference(units, str(ref_name)), str(ref_name)),
+                       units=units,
                        config_name=name)
 
 

@@ -140,6 +140,22 @@ def find_reference(units: list[Unit], ref: str) -> Unit:
     return hits[0]
 
 
+def reference_label(unit: Unit, ref: str) -> str:
+    """How the report names the reference row: only the keys ``ref`` named (``name=gs_teacher``, not every key
+    that differs between rows, e.g. the checkpoint path of an evaluation job), else the row's full name."""
+    wanted = _parse_reference(ref)
+    have = dict(unit.key)
+    if unit.name == ref or not wanted or any(k is None for k, _ in wanted):
+        return unit.name
+    parts = []
+    for k, _ in wanted:
+        cands = [hk for hk in have if hk == k or hk.endswith("." + k)]
+        if len(cands) != 1:
+            return unit.name
+        parts.append(f"{cands[0]}={have[cands[0]]}")
+    return ",".join(parts)
+
+
 def per_seed_images(unit: Unit) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for j in unit.finished():
@@ -308,4 +324,4 @@ def add_reproduced(row: dict[str, Any], published: dict[str, Any], job: Job | No
 
 
 __all__ = ["STD", "TOLERANCE_DB", "Unit", "add_deltas", "add_reproduced", "budget_warning", "find_reference",
-           "group_rows", "images_seen", "machines_check", "merge_rows", "single_units"]
+           "group_rows", "images_seen", "machines_check", "merge_rows", "reference_label", "single_units"]

@@ -2,7 +2,8 @@
 and paired differences to a reference row with a 95 % bootstrap confidence interval over images (and seeds).
 
 Pairing (:func:`paired_differences`): the per-image values of ``per_image.csv`` (main output only) of a row and
-of the reference row, on the images both measured, per set and metric.
+of the reference row, on the images both measured, per set and metric; for video jobs the per-clip means of
+``per_frame.csv`` (:func:`read_per_image`).
 
 * When both rows ran the **same seeds**, the unit is (image, seed): ``D[i, s] = row[i, s] - ref[i, s]`` (the two
   models of one seed saw the same data order and initial random state), and the bootstrap resamples images and
@@ -95,12 +96,8 @@ def paired_bootstrap(diff: np.ndarray, resamples: int = RESAMPLES, seed: int = B
 
 
 # ----- per_image.csv ------------------------------------------------------------------------------------------------
-def read_per_image(job_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """``{set: {image: {metric: value}}}`` of a job's per_image.csv (main output: empty ``exit``); {} when absent."""
-    path = Path(job_dir) / "per_image.csv"
+def _read_records(path: Path) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
-    if not path.is_file():
-        return out
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
             if r.get("exit"):
@@ -114,6 +111,27 @@ def read_per_image(job_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
                 except ValueError:
                     pass
             out.setdefault(r["set"], {})[r["image"]] = vals
+    return out
+
+
+def read_per_image(job_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{set: {image: {metric: value}}}`` of a job's per_image.csv (main output: empty ``exit``); {} when absent.
+    A video job (per_frame.csv, images ``clip/frame``) gives one unit per clip, each metric averaged over the clip's
+    frames that have it: the frames of a clip are not independent, the clips are."""
+    path = Path(job_dir) / "per_image.csv"
+    if path.is_file():
+        return _read_records(path)
+    frames = Path(job_dir) / "per_frame.csv"
+    if not frames.is_file():
+        return {}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for set_name, per_frame in _read_records(frames).items():
+        clips: dict[str, dict[str, list[float]]] = {}
+        for image, vals in per_frame.items():
+            clip = clips.setdefault(image.rsplit("/", 1)[0], {})
+            for k, v in vals.items():
+                clip.setdefault(k, []).append(v)
+        out[set_name] = {c: {k: sum(v) / len(v) for k, v in m.items()} for c, m in clips.items()}
     return out
 
 

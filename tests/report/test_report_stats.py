@@ -17,7 +17,13 @@ import yaml
 
 from lightning_sr.report import collect, main
 from lightning_sr.report.published import load_published, tables_for_data
-from lightning_sr.report.stats import Bootstrap, mean_std, paired_bootstrap, paired_differences
+from lightning_sr.report.stats import (
+    Bootstrap,
+    mean_std,
+    paired_bootstrap,
+    paired_differences,
+    read_per_image,
+)
 from tests.conftest import SMOKE, run_cli
 
 
@@ -84,6 +90,33 @@ TABLE = {"title": "test table", "source": "test", "eval_set": "embedded", "toler
          "protocol": {"data": "t91", "iterations": 1000, "degradation": "bicubic"},
          "rows": [{"match": {"model.res_blocks": 1}, "label": "ours-1", "psnr": 27.0}]}
 
+
+
+def test_video_jobs_pair_per_clip_means_of_per_frame_csv(tmp_path):
+    """A video job writes per_frame.csv (images clip/frame): its paired unit is the clip, each metric averaged over
+    the clip's frames that have it (tOF/tLP start at the second frame); per_image.csv wins when both exist."""
+    rows = [("v", "", "a/0000", 30, 0.9, ""), ("v", "", "a/0001", 32, 0.8, 1.5), ("v", "", "b/0000", 20, 0.5, ""),
+            ("v", "x8", "a/0000", 99, 0.1, "")]  # another exit: not the main output
+    with open(tmp_path / "per_frame.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["set", "exit", "image", "psnr", "ssim", "tof"])
+        w.writerows(rows)
+    assert read_per_image(tmp_path) == {"v": {"a": {"psnr": 31.0, "ssim": pytest.approx(0.85), "tof": 1.5},
+                                              "b": {"psnr": 20.0, "ssim": 0.5}}}
+    (tmp_path / "per_image.csv").write_text("set,exit,image,psnr\nv,,a,10\n")
+    assert read_per_image(tmp_path) == {"v": {"a": {"psnr": 10.0}}}
+
+
+def test_reference_is_named_by_the_keys_given_not_every_key_that_differs():
+    """Evaluation jobs differ by checkpoint path too: the reference named name=gs_teacher is shown as that, not as
+    ckpt_path=/a/long/path,name=gs_teacher in every delta column; a value alone or an exact row name: the row's."""
+    from lightning_sr.report.compare import Unit, find_reference, reference_label
+
+    units = [Unit((("ckpt_path", f"/runs/{n}/last.ckpt"), ("name", n)), [], {}) for n in ("teacher", "student")]
+    assert reference_label(find_reference(units, "name=teacher"), "name=teacher") == "name=teacher"
+    assert reference_label(find_reference(units, "name:student"), "name:student") == "name=student"
+    full = units[0].name
+    assert reference_label(find_reference(units, full), full) == full
 
 @pytest.fixture(scope="module")
 def seed_sweep(tmp_path_factory) -> Path:
