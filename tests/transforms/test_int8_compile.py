@@ -1,7 +1,8 @@
 """Compiled models with one-channel convolutions (issue 22, q7): a generator whose channel groups were pruned to one
-channel, quantized (QAT or PTQ) through ``lightning_sr.transforms.quant`` and compiled by
+channel, quantized (QAT or PTQ) through ``lightning_sr.transforms.pt2e_quant`` and compiled by
 ``lightning_sr.ops.compile.compile_cpu``, runs and agrees with its eager (reference) int8 graph; so does an fp32
-model whose one-channel convolution reads another convolution directly. Inductor miscompiles such convolutions with dynamic sizes (a stride assertion at the first call):
+model whose one-channel convolution reads another convolution directly. Inductor miscompiles such convolutions
+with dynamic sizes (a stride assertion at the first call):
 ``compile_cpu`` compiles them for fixed sizes. No Trainer: the transforms alone."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from lightning_sr.ops.compile import compile_cpu, single_channel_convs
-from lightning_sr.transforms import channels, quant
-from tests.compression_helpers import one_thread, tiny_generator  # noqa: F401
+from lightning_sr.transforms import channels
+from lightning_sr.transforms import pt2e_quant as quant
+from tests.compression_helpers import tiny_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
