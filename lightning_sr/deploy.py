@@ -1,26 +1,13 @@
 """Loading a trained model for use outside training: the loader registry that ``lsr-upscale`` and
 ``python -m lightning_sr.export`` share.
 
-A model file becomes a :class:`Deployable` (the generator as an ``nn.Module`` in eval mode, its spec, its scale)
-through the loader registered for its file type:
-
-* ``.ckpt`` / ``.pt`` / ``.pth``: a lightning-sr checkpoint (``lsr_arch`` + ``state_dict``), rebuilt by
-  :func:`lightning_sr.checkpoint.load_generator` (plain, pruned, an exported exit, any registered conv kind);
-* ``.pt2``: a ``torch.export`` program (what ``export format=exported_program`` writes), run as its
-  ``ExportedProgram.module()``; its spec travels in the file (``lsr_arch.json``).
-
-A new kind of model file plugs in with one function::
-
-    from lightning_sr.deploy import Deployable, register_loader
-
-    def load_mine(path: Path) -> Deployable:
-        module, spec = ...                       # an nn.Module: float RGB [0, 1] NCHW -> x scale
-        return Deployable(module, spec, int(spec["scale"]), path, kind="mine")
-
-    register_loader((".mine",), load_mine)
-
-Export formats check the model before writing through :func:`export_ready`: a model with convolutions of a kind
-that has no plain-convolution form registered (:func:`register_materializer`) is refused with one line.
+A model file is loaded by the loader registered for its suffix, as the generator in eval mode (float RGB [0, 1],
+NCHW -> the x``scale`` image), its spec and its scale. ``.ckpt`` / ``.pt`` / ``.pth`` are lightning-sr checkpoints
+(``lsr_arch`` + ``state_dict``), rebuilt by :func:`lightning_sr.checkpoint.load_generator` (plain, pruned, an
+exported exit, any registered conv kind); ``.pt2`` is a ``torch.export`` program (what ``export
+format=exported_program`` writes), run as its ``ExportedProgram.module()``, its spec travelling in the file
+(``lsr_arch.json``). A new kind of model file plugs in with one loader function. Export formats check the model
+before writing: convolutions of a kind with no plain-convolution form registered are refused with one line.
 """
 
 from __future__ import annotations
@@ -64,7 +51,17 @@ LOADERS: dict[str, Callable[[Path], Deployable]] = {}
 
 
 def register_loader(suffixes: Iterable[str], loader: Callable[[Path], Deployable]) -> None:
-    """Use ``loader`` for model files ending in any of ``suffixes`` (".ckpt", ".pt2"...)."""
+    """Use ``loader`` for model files ending in any of ``suffixes`` (".ckpt", ".pt2"...). A new kind of model file
+    plugs in with one function::
+
+        from lightning_sr.deploy import Deployable, register_loader
+
+        def load_mine(path: Path) -> Deployable:
+            module, spec = ...                       # an nn.Module: float RGB [0, 1] NCHW -> x scale
+            return Deployable(module, spec, int(spec["scale"]), path, kind="mine")
+
+        register_loader((".mine",), load_mine)
+    """
     for s in suffixes:
         LOADERS[s.lower()] = loader
 

@@ -1,20 +1,11 @@
 """The one inference path: what ``evaluate.py`` scores and what ``lsr-upscale`` writes are the same numbers.
 
-* :func:`sr_outputs` runs an LR -> SR function (one output or a dict of named outputs) on a float [0, 1] batch,
-  whole or in overlapping LR tiles (:func:`lightning_sr.networks.tiling.tiled_forward`), in fp32 with autocast off
-  (``dtype=torch.bfloat16``: autocast to bf16, for deployment on a GPU; not what evaluation scores).
-* :func:`stream_frames` turns a stream of LR frames into SR frames: a recurrent video generator (one with
-  ``infer_sequence``/``step``) keeps its state between frames (tiled: every tile its own state,
-  :func:`~lightning_sr.networks.tiling.tiled_recurrent_step`), any other generator runs frame by frame. Only the
-  previous frame and output are held: constant memory in the clip length.
-* :func:`warm_up` is TecoGAN's temporal warm-up of a recurrent model (``val.warmup_frames``, ``lsr-upscale
-  warmup=``, the exported step's recipe): the clip is preceded by its frames ``k, k-1, ..., 1`` (``k =
-  min(warmup, n - 1)``) so the first scored output never comes from an empty state; the ``k`` warm-up outputs are
-  dropped. Only the first ``warmup + 1`` frames are buffered: memory stays constant in the clip length.
-* :func:`to_uint8` is the one rounding to 8 bit (clamp to [0, 1], x255, round half to even).
-
 :class:`lightning_sr.lit_modules.SRBaseModule` (validation, test, ``evaluate.py``), the video module and
-:mod:`lightning_sr.upscale` all call these functions.
+:mod:`lightning_sr.upscale` all run their models through here. Conventions: images are float [0, 1] batches, run
+whole or in overlapping LR tiles (:func:`lightning_sr.networks.tiling.tiled_forward`); evaluation runs in fp32 with
+autocast off (bf16 autocast is for deployment on a GPU, never what evaluation scores); there is one rounding to
+8 bit. Video streams hold only the previous frame and output (constant memory in the clip length): a recurrent
+generator keeps its state between frames (tiled: every tile its own state), any other runs frame by frame.
 """
 
 from __future__ import annotations
@@ -37,7 +28,8 @@ WARMUP_FRAMES = 5
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(C, H, W) float in [0, 1] -> H x W x C uint8 (the 8-bit image PSNR/SSIM are computed on)."""
+    """(C, H, W) float in [0, 1] -> H x W x C uint8 (the 8-bit image PSNR/SSIM are computed on): the one rounding
+    to 8 bit (clamp to [0, 1], x255, round half to even)."""
     return (img.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
@@ -52,7 +44,9 @@ def precision_context(device: torch.device | str, dtype: torch.dtype | None = No
 @torch.no_grad()
 def sr_outputs(fn: Callable, lr: torch.Tensor, scale: int, tile: int = 0, overlap: int = 16,
                dtype: torch.dtype | None = None):
-    """``fn(lr)`` (LR -> SR, or LR -> {name: SR}) on a float batch, whole or in ``tile``-pixel LR tiles."""
+    """``fn(lr)`` (LR -> SR, or LR -> {name: SR}) on a float [0, 1] batch, whole or in overlapping ``tile``-pixel
+    LR tiles (:func:`lightning_sr.networks.tiling.tiled_forward`), in fp32 with autocast off
+    (``dtype=torch.bfloat16``: autocast to bf16, for deployment on a GPU; not what evaluation scores)."""
     with precision_context(lr.device, dtype):
         return tiled_forward(fn, lr, scale, int(tile or 0), int(overlap))
 
@@ -72,7 +66,11 @@ def warmup_order(n_frames: int, warmup: int) -> list[int]:
 
 def warm_up(frames: Iterable[T], warmup: int) -> tuple[Iterator[T], int]:
     """(the frames in :func:`warmup_order`, ``k``): a stream of any length, of which only the first ``warmup + 1``
-    frames are held."""
+    frames are held (memory stays constant in the clip length).
+
+    TecoGAN's temporal warm-up of a recurrent model (``val.warmup_frames``, ``lsr-upscale warmup=``, the exported
+    step's recipe): the clip is preceded by its frames ``k, k-1, ..., 1`` so the first scored output never comes
+    from an empty state; the caller drops the ``k`` warm-up outputs."""
     it = iter(frames)
     head = list(islice(it, max(0, int(warmup)) + 1))
     k = warmup_count(len(head), warmup)

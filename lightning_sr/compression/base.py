@@ -1,22 +1,12 @@
-"""The base of every compression callback, and what they share (written once, used by all of them).
+"""What every compression callback shares, written once: state, measurement, logging, evaluation, resume.
 
-* :class:`CompressionCallback`: name and state key (``compression.<name>``), the ``evaluate``/``eval_images``
-  checks, :meth:`~CompressionCallback.measure` (model cost with the run's ``cost.input_size``, latency skipped, and
-  PSNR on the validation sets), the log entry (:meth:`~CompressionCallback.log_entry`), resume state, the
-  untrained-model warning, and the declared hooks the rest of the code reads instead of side channels:
-  :meth:`~CompressionCallback.summary` (what the callback adds to ``metrics.json``; ``run.build_metrics_json`` gathers them
-  from every callback, as ``compose_loss`` gathers ``loss_terms``) and :meth:`~CompressionCallback.
-  changes_structure_until` (a callback still changing the generator's structure mid-run: QAT reads it instead of
-  naming the class).
-* :class:`StructuralCompression`: the skeleton of the techniques that act once, in ``setup(stage="fit")``:
-  Lightning calls it after the datamodule's ``setup`` and *before* the checkpoint is restored and
-  ``configure_optimizers`` runs, so the optimiser only ever sees the compressed parameters. It measures before and
-  after, logs both to every logger (``compression/<name>/...``) and keeps the entry for ``metrics.json``
-  (``"compression"``).
-* helpers: :func:`evaluate_psnr` / :func:`evaluate_metrics` (the module's own evaluation path, every image on every
-  DDP rank), :func:`calibration_batch` (a small deterministic (LR, HR) batch from the full first validation set, the
-  same on every rank, for data-driven criteria), :func:`restore_structure` (the compressed architecture of a resumed
-  checkpoint), :func:`rebuild_optimizers` (new parameters mid-run, the LR schedule's position kept).
+A callback of ``compression=<name>`` keeps its state under ``compression.<name>`` and measures the generator with the
+run's ``cost`` settings (``cost.input_size``, latency skipped) and, with ``evaluate``, its PSNR on the validation sets
+through the module's own evaluation path (every image on every DDP rank). The rest of the code reads declared hooks,
+never side channels: ``run.build_metrics_json`` gathers each callback's part of ``metrics.json`` (as ``compose_loss``
+gathers ``loss_terms``), and QAT asks whether another callback still changes the generator's structure mid-run
+instead of naming its class. Techniques that act once do so before the optimisers exist; techniques that replace
+parameters mid-run rebuild the optimisers with the LR schedule's position kept.
 """
 
 from __future__ import annotations
@@ -226,6 +216,11 @@ class StructuralCompression(CompressionCallback):
     Subclasses set ``name`` (the config key, e.g. ``block_prune``) and implement :meth:`check`
     (raise :class:`ConfigError` for a model the technique cannot handle) and :meth:`apply`
     (change ``pl_module.generator`` / ``generator_spec``, return details for the log).
+
+    It acts in ``setup(stage="fit")``: Lightning calls it after the datamodule's ``setup`` and *before* the
+    checkpoint is restored and ``configure_optimizers`` runs, so the optimiser only ever sees the compressed
+    parameters. It measures before and after, logs both to every logger (``compression/<name>/...``) and keeps the
+    entry for ``metrics.json`` (``"compression"``); a resumed run takes the structure from the checkpoint.
     """
 
     def __init__(self, evaluate: bool = True, eval_images: int | None = None):

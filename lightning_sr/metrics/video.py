@@ -4,7 +4,7 @@ For a clip of ``n`` frames, frames ``2 .. n-3`` are scored (the first and last t
 
 * **PSNR** on the Y channel (BT.601, not rounded) of the 8-bit output, and **SSIM** (MATLAB window) likewise,
   on the *centre crop* whose sides are multiples of 32 with at least 8 pixels removed on every side
-  (:func:`centre_crop_box`; 576x720 -> 544x704 at offset (16, 8));
+  (TecoGAN's ``crop_8x8``; 576x720 -> 544x704 at offset (16, 8));
 * **LPIPS** (AlexNet v0.1, inputs in [-1, 1]) on the same crop;
 * **tOF**: for consecutive frames (i-1, i), i = 3 .. n-3, OpenCV Farneback flow (0.5, 3, 15, 3, 5, 1.2, 0) of the
   grey output frames and of the grey ground-truth frames, computed on whole frames and then cropped; tOF is the
@@ -13,9 +13,6 @@ For a clip of ``n`` frames, frames ``2 .. n-3`` are scored (the first and last t
 
 Averages: a clip's number is the mean over its frames ("clip average"); a set's headline number is the mean over
 all scored frames of all its clips ("frame average", TecoGAN's ``FrameAvg``); both are reported.
-
-:class:`ClipScorer` scores a clip frame by frame, holding only the previous frame (constant memory in the clip
-length); :class:`VideoMetrics` is the torchmetrics object for use outside the modules.
 """
 
 from __future__ import annotations
@@ -63,7 +60,8 @@ def farneback(prev_grey: np.ndarray, grey_frame: np.ndarray) -> np.ndarray:
 
 
 class ClipScorer:
-    """Scores one clip frame by frame (see the module docstring). ``lpips``: an LPIPS module or None.
+    """Scores one clip frame by frame (see the module docstring), holding only the previous frame (constant memory
+    in the clip length). ``lpips``: an LPIPS module or None.
     ``gt_cache``/``key``: a dict that keeps LPIPS(gt_{i-1}, gt_i) (it does not depend on the model) per
     (key, i) across evaluations of the same clip."""
 
@@ -108,7 +106,8 @@ class ClipScorer:
 
 class VideoMetrics(Metric):
     """Frame-average PSNR, SSIM, tOF (and LPIPS, tLP100 when given an LPIPS module) over every scored frame of the
-    clips passed to :meth:`update` (whole clips, (T, 3, H, W) in [0, 1]); DDP-synchronised by torchmetrics."""
+    clips passed to :meth:`update` (whole clips, (T, 3, H, W) in [0, 1]); DDP-synchronised by torchmetrics. For use
+    outside the modules."""
 
     full_state_update = False
 

@@ -1,9 +1,8 @@
 """The one place convolutions of the generators come from, and the one test for "is this a convolution".
 
-Architectures build every convolution through :func:`make_conv` with a ``kind`` (``normal`` by default);
-a new convolution type (Weight Recycle, a quantized form...) is registered here once with
-:func:`register_conv` and becomes a model option without touching the architectures. Pruning, cost
-and export code recognise layers through :func:`is_conv` / :func:`conv_layers`, never through
+Architectures build every convolution here from a ``kind`` (``normal`` by default); a new convolution type (Weight
+Recycle, a quantized form...) is registered here once and becomes a model option without touching the
+architectures. Pruning, cost and export code recognise convolutions through this module's test, never through
 ``isinstance(m, nn.Conv2d)`` alone.
 """
 

@@ -1,16 +1,14 @@
 """A generator made of a captured graph (``torch.export``): QAT's prepared graph, a loaded int8 program.
 
-:class:`GraphGenerator` wraps an ``fx.GraphModule`` so that the rest of the framework sees a normal generator:
-``forward(x)`` is the main output; when the captured function returned several named outputs (every exit of a
-multi-exit model, :func:`capture_target`), :class:`GraphMultiOutput` is a
+The wrapped ``fx.GraphModule`` looks like a normal generator to the rest of the framework: ``forward(x)`` is the
+main output; when the captured function returned several named outputs (every exit of a multi-exit model), it is a
 :class:`~lightning_sr.networks.outputs.MultiOutput`, so ``named_outputs``/``forward_outputs`` work unchanged.
 
 Train/eval: what ``.train()`` changes in an eager model (batch norm, dropout) is baked into a captured graph, and
-an exported graph refuses ``.train()``/``.eval()``. ``GraphGenerator.train(mode)`` sets the flags and calls the
-``set_mode(graph, training)`` function its owner gave (QAT: torchao's ``move_exported_model_to_train/eval`` plus
-observer and batch-norm freezing, ``lightning_sr.transforms.pt2e_quant.set_mode``); without one (an int8 program:
-inference only) it only sets the flags. Lightning restores modes after validation by writing the ``training``
-attributes directly, which bypasses this: the QAT callback calls ``.train()`` again at each training batch.
+an exported graph refuses ``.train()``/``.eval()``; the wrapper switches modes through a function its owner gives
+(QAT: ``lightning_sr.transforms.pt2e_quant.set_mode``). Lightning restores modes after validation by writing the
+``training`` attributes directly, which bypasses this: the QAT callback calls ``.train()`` again at each training
+batch.
 """
 
 from __future__ import annotations
@@ -113,6 +111,10 @@ class GraphGenerator(nn.Module):
         return {k: getattr(self, k) for k in COPIED_ATTRS if hasattr(self, k)}
 
     def train(self, mode: bool = True) -> GraphGenerator:
+        """Set the ``training`` flags and call the ``set_mode(graph, training)`` function the owner gave (QAT:
+        torchao's ``move_exported_model_to_train/eval`` plus observer and batch-norm freezing,
+        ``lightning_sr.transforms.pt2e_quant.set_mode``); without one (an int8 program: inference only) only set
+        the flags."""
         self.training = mode
         for m in self.captured.modules():  # flags only: the graph's behaviour is switched by set_mode
             m.training = mode

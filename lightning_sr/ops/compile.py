@@ -1,9 +1,8 @@
 """Compiling a model for the CPU, the one way latency is measured and int8 programs run fast (no dependency on
 networks, data or metrics: ``networks.graph`` and ``cost`` both use it).
 
-:func:`compile_cpu` is ``torch.compile`` with inductor freezing, which turns a converted int8 program's reference
-quantize/dequantize graph into oneDNN int8 kernels (run eagerly it is a slow fp32 emulation); :func:`is_int8` tells
-such a program from an fp32 model.
+Compiling is ``torch.compile`` with inductor freezing, which turns a converted int8 program's reference
+quantize/dequantize graph into oneDNN int8 kernels (run eagerly it is a slow fp32 emulation).
 
 One-channel convolutions (a channel group pruned to one channel, a grayscale input) are compiled for fixed sizes:
 inductor (torch 2.14) compiles a convolution whose input has one channel wrongly when height and width are dynamic.
@@ -12,7 +11,7 @@ contiguous output for an input whose layout is contiguous, which a one-channel t
 size-1 dimension does not count), but oneDNN's int8 convolution (prepacked weights) always writes channels-last,
 and the fp32 one does too when its one-channel input came from a channels-last convolution. The program then stops
 at its stride check (``expected size 4==4, stride 1==480 at dim=1``). With fixed sizes inductor predicts
-channels-last, which is right; such a model is compiled once per input size (:func:`single_channel_convs`).
+channels-last, which is right; such a model is compiled once per input size.
 """
 
 from __future__ import annotations

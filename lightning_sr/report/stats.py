@@ -1,18 +1,13 @@
 """Statistics of the sweep report: jobs that differ only by ``seed`` grouped into one row (mean, sample std, n),
 and paired differences to a reference row with a 95 % bootstrap confidence interval over images (and seeds).
 
-Pairing (:func:`paired_differences`): the per-image values of ``per_image.csv`` (main output only) of a row and
-of the reference row, on the images both measured, per set and metric; for video jobs the per-clip means of
-``per_frame.csv`` (:func:`read_per_image`).
-
-* When both rows ran the **same seeds**, the unit is (image, seed): ``D[i, s] = row[i, s] - ref[i, s]`` (the two
-  models of one seed saw the same data order and initial random state), and the bootstrap resamples images and
-  seeds independently (a two-way bootstrap: images are shared across seeds, so they are not independent units).
-* Otherwise (different seeds, or different numbers of seeds) each side is first averaged over its seeds per
-  image, and ``D[i] = mean_s row[i, s] - mean_s ref[i, s]``; only images are resampled.
-
-:func:`paired_bootstrap` returns the mean difference and the 2.5/97.5 percentiles of the resampled means
-(``resamples`` draws, ``numpy.random.default_rng(seed)``: the same inputs give the same interval).
+Pairing: the per-image values of ``per_image.csv`` (main output only) of a row and of the reference row, on the
+images both measured, per set and metric; for video jobs the per-clip means of ``per_frame.csv``. When both rows
+ran the **same seeds**, the unit is (image, seed): ``D[i, s] = row[i, s] - ref[i, s]`` (the two models of one seed
+saw the same data order and initial random state), and the bootstrap resamples images and seeds independently (a
+two-way bootstrap: images are shared across seeds, so they are not independent units). Otherwise (different seeds,
+or different numbers of seeds) each side is first averaged over its seeds per image, ``D[i] = mean_s row[i, s] -
+mean_s ref[i, s]``, and only images are resampled. The bootstrap is seeded: the same inputs give the same interval.
 """
 
 from __future__ import annotations
@@ -77,7 +72,8 @@ def paired_bootstrap(diff: np.ndarray, resamples: int = RESAMPLES, seed: int = B
     """(mean, lo, hi) of a matrix of paired differences ``D[image, seed]`` (a vector: one seed): each resample
     draws images and seeds with replacement, independently, and takes the mean of ``D`` over the drawn grid;
     ``lo``/``hi`` are the ``(1 -+ confidence) / 2`` percentiles of the resampled means (NaN for a single pair: one
-    image of one seed has no interval)."""
+    image of one seed has no interval). ``resamples`` draws from ``numpy.random.default_rng(seed)``: the same inputs
+    give the same interval."""
     d = np.asarray(diff, dtype=np.float64)
     if d.ndim == 1:
         d = d[:, None]

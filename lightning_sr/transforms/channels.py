@@ -1,32 +1,27 @@
 """Channel surgery: tensors shrink for real (fewer MACs, smaller files, faster inference). No Lightning here.
 
-**Groups.** Torch-Pruning's dependency graph finds the channels that must go together: the trunk channels of
-all residual blocks are one group (coupled by the additions and the long skip from the head), each
-block's inner channels (conv1 out = conv2 in) are a group of their own. :class:`ChannelPlan` ranks channels by
-``importance`` (``l1``/``l2``: group magnitude; ``taylor``: ``|w * dL/dw|`` with the gradient of
-the L1 loss on a calibration batch), per layer (``global_pruning: false``) or across all groups (``true``), and
-removes ``ratio`` of them (``compression=channel_prune``). :func:`find_groups` gives every prunable group with the
-layers that write and read it (``compression=channel_sparsity`` gates them), :class:`MacCounter` the MACs after a
-removal without pruning, :func:`remove_channels` folds the gates (:func:`fold_all_gates`) and removes channels.
+**Groups.** Torch-Pruning's dependency graph finds the channels that must go together: the trunk channels of all
+residual blocks are one group (coupled by the additions and the long skip from the head), each block's inner
+channels (conv1 out = conv2 in) are a group of their own. ``compression=channel_prune`` ranks channels by
+``importance`` (``l1``/``l2``: group magnitude; ``taylor``: ``|w * dL/dw|`` with the gradient of the L1 loss on a
+calibration batch), per layer (``global_pruning: false``) or across all groups (``true``), and removes ``ratio`` of
+them; ``compression=channel_sparsity`` gates the groups instead, and the gates are folded in before the removal.
 
 Protection (``protect``, module-name prefixes; default: the model's ``default_protect``, ``[head, tail]`` for an
-SRResNet, ``[fnet, srnet.head, srnet.tail]`` for the video generator): a protected convolution keeps
-its *output* channels, and so does every group it belongs to. With the head protected the trunk width
-stays and the blocks' inner channels (and the upsampler, below) are pruned; ``protect=[tail]`` prunes
-the trunk too. The tail's output (RGB) is never pruned.
+SRResNet, ``[fnet, srnet.head, srnet.tail]`` for the video generator): a protected convolution keeps its *output*
+channels, and so does every group it belongs to. With the head protected the trunk width stays and the blocks'
+inner channels (and the upsampler, below) are pruned; ``protect=[tail]`` prunes the trunk too. The tail's output
+(RGB) is never pruned.
 
-PixelShuffle: Torch-Pruning would map channel ``i`` of the convolution before a PixelShuffle(r) to
-channel ``i`` after it, but channel ``c`` after it is made of channels ``c*r^2 .. c*r^2+r^2-1`` before
-it. So convolutions that feed a PixelShuffle are never handed to Torch-Pruning. With
-``upsampler: group`` (default) each upsampler stage ``Sequential(conv, PixelShuffle, act)`` is pruned
-by :func:`prune_pixel_shuffle_stage`: shuffled channel ``c`` removes the ``r^2`` filters of the conv,
-the per-channel activation/norm parameters (if any) and input channel ``c`` of the next conv (next
-stage or tail), ranked by the same importance over those tensors (always per stage, at ``ratio``).
-With ``upsampler: ignore`` the upsampler keeps its width.
+PixelShuffle: convolutions that feed a PixelShuffle are never handed to Torch-Pruning (it maps channels across the
+shuffle wrongly). With ``upsampler: group`` (default) each upsampler stage ``Sequential(conv, PixelShuffle, act)``
+is pruned as a stage, ranked by the same importance over its tensors (always per stage, at ``ratio``); with
+``upsampler: ignore`` the upsampler keeps its width.
 
 The network must have the SR layout (:mod:`lightning_sr.networks.layout`: head, body, upsampler, tail and, when no
 ``protect`` is given, ``default_protect``); one without is refused by :func:`~lightning_sr.networks.layout.check_layout`
-with one line naming the missing part. A pruned checkpoint reloads without a config: ``lsr_arch`` + ``networks.registry.adapt_to_state_dict``.
+with one line naming the missing part. A pruned checkpoint reloads without a config: ``lsr_arch`` +
+``networks.registry.adapt_to_state_dict``.
 """
 
 from __future__ import annotations
@@ -132,7 +127,11 @@ def _rows(idxs: Sequence[int], r2: int) -> list[int]:
 def prune_pixel_shuffle_stage(stage: nn.Sequential, consumer: nn.Conv2d, idxs: Sequence[int]) -> None:
     """Remove shuffled channels ``idxs`` of ``Sequential(conv, PixelShuffle(r), act...)``: the conv's output
     channels ``c*r^2 .. c*r^2+r^2-1`` for every c, per-channel PReLU/BatchNorm entries c, and input channel c
-    of ``consumer`` (the conv that reads the stage's output)."""
+    of ``consumer`` (the conv that reads the stage's output).
+
+    Torch-Pruning would map channel ``i`` of the convolution before a PixelShuffle(r) to channel ``i`` after it,
+    but channel ``c`` after it is made of channels ``c*r^2 .. c*r^2+r^2-1`` before it: hence this stage pruning
+    (``upsampler: group``), which removes the ``r^2`` filters of every shuffled channel together."""
     conv, shuffle = stage[0], stage[1]
     r2 = shuffle.upscale_factor ** 2
     n = conv.out_channels // r2

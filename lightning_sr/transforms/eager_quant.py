@@ -5,23 +5,18 @@ torchao's PT2E flow (:mod:`lightning_sr.transforms.pt2e_quant`) needs a captured
 quantizer cannot annotate a gated convolution. Until the removal, the generator itself is fake-quantized here with
 the same fake quantizers the int8 conversion uses (built from :class:`~lightning_sr.transforms.pt2e_quant.SRQuantizer`'s
 own quantization specs: int8 per-channel symmetric weights, uint8 per-tensor affine activations, 7-bit where
-``reduce_range``):
-
-* every convolution (not under ``fp32_layers``): its input and its weight;
-* a residual block's input (its first convolution's input fake quantizer, applied once to the block input, so the
-  skip connection reads the same uint8 tensor, as the int8 graph's convolution + addition does);
-* with ``act_int8``: the input and output of every PReLU/LeakyReLU (the int8 graph's convolution writes uint8
-  there, and the activation writes uint8 that the next convolution and the residual additions read).
+``reduce_range``), at the places the int8 graph quantizes: every convolution's input and weight (not under
+``fp32_layers``); a residual block's input, once, so the skip connection reads the same uint8 tensor, as the int8
+graph's convolution + addition does; with ``act_int8``, the input and output of every PReLU/LeakyReLU.
 
 The fake quantizers are kept outside the generator's parameters and buffers (its state dict, checkpoints, channel
-surgery and Torch-Pruning's tracing see the plain model); :func:`states`/:func:`load_states` save and restore their
-observed ranges by layer name. At the removal they are taken off (:func:`detach`), the slim generator is captured
-and prepared for PT2E QAT, and :func:`carry_ranges` copies the activation ranges learned so far into the graph's
-fake quantizers (same class, same layer); weight ranges are observed from the final (folded, pruned) weights
-(:func:`observe_weights`), as per-channel symmetric weights need no data. Observers update in training mode only,
-as in the prepared graph (``freeze_observers_after`` counts from the capture). The fake quantizers follow the
-input's device. Known difference: in a network with BatchNorm, PT2E quantizes the convolution folded
-with its BatchNorm; here the convolution's own weight is quantized (the gates sit on the BatchNorm until the removal).
+surgery and Torch-Pruning's tracing see the plain model) and follow the input's device; their observed ranges are
+saved by layer name. At the removal they are taken off, the slim generator is captured and prepared for PT2E QAT,
+and the activation ranges learned so far go to the graph's fake quantizers (same class, same layer); weight ranges
+are observed from the final (folded, pruned) weights, as per-channel symmetric weights need no data. Observers
+update in training mode only, as in the prepared graph (``freeze_observers_after`` counts from the capture). Known
+difference: in a network with BatchNorm, PT2E quantizes the convolution folded with its BatchNorm; here the
+convolution's own weight is quantized (the gates sit on the BatchNorm until the removal).
 """
 
 from __future__ import annotations

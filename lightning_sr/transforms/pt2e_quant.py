@@ -1,30 +1,16 @@
 """int8 quantization of a generator through torchao's PT2E flow: the part QAT and PTQ share (no Lightning here).
 
-capture (``torch.export``, dynamic batch/height/width) -> :func:`prepare` (``prepare_qat_pt2e`` or
-``prepare_pt2e`` with :class:`SRQuantizer`) -> fake-quantized training or calibration -> :func:`convert`
-(``convert_pt2e``: a graph of int8 weights and quantize/dequantize pairs) -> ``torch.compile`` with inductor
-freezing, which fuses every ``dequantize -> conv -> quantize`` into a oneDNN u8s8 convolution
-(:func:`lightning_sr.ops.compile.compile_cpu`). :mod:`lightning_sr.transforms.int8_io` writes the converted program
-(``int8.pt2``) and reads it back.
+capture (``torch.export``, dynamic batch/height/width) -> prepare (``prepare_qat_pt2e`` or ``prepare_pt2e`` with
+the SR quantizer) -> fake-quantized training or calibration -> convert (``convert_pt2e``: a graph of int8 weights and
+quantize/dequantize pairs) -> ``torch.compile`` with inductor freezing, which fuses every ``dequantize -> conv ->
+quantize`` into a oneDNN u8s8 convolution (:func:`lightning_sr.ops.compile.compile_cpu`).
+:mod:`lightning_sr.transforms.int8_io` writes the converted program (``int8.pt2``) and reads it back.
 
 The recipe is torchao's ``X86InductorQuantizer`` (int8 per-channel symmetric weights, uint8 per-tensor affine
 activations; conv, linear, conv+add, mul quantized; pooling and cat pass int8 through), plus what an SR network
-needs (:class:`QuantSettings`), each switchable so the benchmark can show what it is worth:
-
-* ``shuffle_int8``: ``pixel_shuffle`` passes int8 through (it only moves values: its output shares its input's
-  scale and zero point), so the upsampler convolution writes uint8 instead of fp32.
-* ``act_int8``: PReLU/LeakyReLU (no int8 kernel, no oneDNN post-op in inductor) read and write int8: the
-  convolution before them writes uint8 and inductor fuses dequantize -> PReLU -> quantize into one uint8 ->
-  uint8 loop, instead of an fp32 tensor written by the convolution and read back (an fp32 "island").
-* ``skip_fp32``: an addition of the network's output and a fixed function of the input (the global bicubic skip)
-  stays fp32: quantizing the bicubic image to uint8 would put a ~50 dB error floor under every output.
-* ``fp32_layers``: module-name prefixes kept fp32 (e.g. ``[head, tail, upsampler]``, the PAMS convention);
-  default none: every convolution, head and tail included, is int8.
-* ``reduce_range``: 7-bit activations, needed on CPUs without VNNI (AVX2's ``vpmaddubsw`` saturates int16
-  sums, and the compiled model then drifts from the reference graph); ``auto``: on when the CPU lacks VNNI.
-
-Before annotation, multiplications by exactly 1 (``x + 1.0 * residual``, the residual scale of the blocks) are
-removed from the graph (exact), so that each block's second convolution and its residual addition fuse.
+needs, each option switchable so the benchmark can show what it is worth. Before annotation, multiplications by
+exactly 1 (``x + 1.0 * residual``, the residual scale of the blocks) are removed from the graph (exact), so that
+each block's second convolution and its residual addition fuse.
 """
 
 from __future__ import annotations
@@ -75,7 +61,20 @@ def has_vnni() -> bool:
 
 @dataclass
 class QuantSettings:
-    """The quantizer's options (see the module docstring); ``asdict`` goes into int8.json."""
+    """The quantizer's options, what an SR network needs beyond torchao's x86 recipe; ``asdict`` goes into int8.json.
+
+    * ``shuffle_int8``: ``pixel_shuffle`` passes int8 through (it only moves values: its output shares its input's
+      scale and zero point), so the upsampler convolution writes uint8 instead of fp32.
+    * ``act_int8``: PReLU/LeakyReLU (no int8 kernel, no oneDNN post-op in inductor) read and write int8: the
+      convolution before them writes uint8 and inductor fuses dequantize -> PReLU -> quantize into one uint8 ->
+      uint8 loop, instead of an fp32 tensor written by the convolution and read back (an fp32 "island").
+    * ``skip_fp32``: an addition of the network's output and a fixed function of the input (the global bicubic
+      skip) stays fp32: quantizing the bicubic image to uint8 would put a ~50 dB error floor under every output.
+    * ``fp32_layers``: module-name prefixes kept fp32 (e.g. ``[head, tail, upsampler]``, the PAMS convention);
+      default none: every convolution, head and tail included, is int8.
+    * ``reduce_range``: 7-bit activations, needed on CPUs without VNNI (AVX2's ``vpmaddubsw`` saturates int16
+      sums, and the compiled model then drifts from the reference graph); ``auto``: on when the CPU lacks VNNI.
+    """
 
     shuffle_int8: bool = True
     act_int8: bool = True
