@@ -114,6 +114,7 @@ def test_atomic_checkpoint_never_half_written(tmp_path, monkeypatch, fail_at):
         assert seen and ".last.ckpt.tmp-" in seen[0]  # the failure happened inside the temporary file
 
 
+@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's (d) column SIGKILLs srresnet-none the same way and compares weights and metrics
 @pytest.mark.slow
 def test_sigkill_then_same_command_resumes_and_matches(tmp_path):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"

@@ -318,6 +318,7 @@ def test_video_metrics_object_outside_the_modules():
 
 
 # ----- the table, DDP, and the embedded default ------------------------------------------------------------------
+@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's tecogan row runs block pruning in a multirun through the report
 @pytest.mark.slow
 def test_tecogan_block_pruning_smoke_sweep_with_report(tmp_path):
     from tests.conftest import run_cli
