@@ -64,7 +64,7 @@ class VGGFeatures(nn.Module):
             try:
                 self.features.load_state_dict(keep)
             except RuntimeError as e:
-                raise WeightsError(f"{path} is not a torchvision VGG19 state dict ({f'{key}.weights_path'}): "
+                raise WeightsError(f"{path} is not a torchvision VGG19 state dict ({key}.weights_path): "
                                    f"{str(e).splitlines()[0]}") from e
         else:
             warnings.warn(f"perceptual loss with a RANDOM VGG19 ({key}.pretrained=false): for tests only",
