@@ -205,6 +205,8 @@ class QAT(Quantization):
                          else "batch-norm statistics", trainer.global_step)
         if not getattr(gm, pt2e_quant.TRAINING_ATTR, False):  # Lightning restored the flags only after validation
             pl_module.generator.train(True)
+        else:  # a resumed run's checkpoint may hold the observers off (written after a validation)
+            pt2e_quant.sync_observers(gm)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         if self.prepared(pl_module) is not None:

@@ -261,7 +261,15 @@ def set_mode(gm: GraphModule, training: bool) -> None:
         setattr(gm, TRAINING_ATTR, training)
     if getattr(gm, BN_FROZEN, False):
         freeze_bn(gm)
-    observe = training and not getattr(gm, OBSERVERS_FROZEN, False)
+    sync_observers(gm)
+
+
+def sync_observers(gm: GraphModule) -> None:
+    """Observers on exactly when the graph is in training mode and they are not frozen. Their on/off flags are
+    buffers, so a state dict can carry other values than the mode says: Lightning's last.ckpt at a validation step
+    is written after the validation, with the observers off, and loading it into a graph in training mode must not
+    leave them off (cheap: no graph rewrite)."""
+    observe = getattr(gm, TRAINING_ATTR, False) and not getattr(gm, OBSERVERS_FROZEN, False)
     gm.apply(pt2e.enable_observer if observe else pt2e.disable_observer)
 
 
