@@ -92,6 +92,23 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
+def pytest_configure(config):
+    """`--dist loadgroup` must keep an xdist_group on one worker (tests/matrix shares one multirun per row group):
+    pytest 9.2's structured node ids make pytest-xdist <= 3.8 ignore the groups silently (pytest-dev/pytest-xdist
+    #1386), so that pair is refused here, in the controlling process, before any test runs."""
+    if config.getoption("dist", "no") != "loadgroup" or hasattr(config, "workerinput"):
+        return
+    from importlib.metadata import version
+
+    def v(pkg):
+        return tuple(int(x) for x in version(pkg).split(".")[:2] if x.isdigit())
+
+    if v("pytest") >= (9, 2) and v("pytest-xdist") <= (3, 8):
+        raise pytest.UsageError(
+            f"pytest {version('pytest')} with pytest-xdist {version('pytest-xdist')}: --dist loadgroup ignores "
+            f"xdist_group (pytest-dev/pytest-xdist#1386); pip install 'pytest<9.2' (pyproject's dev extra pins it)")
+
+
 def pytest_collection_modifyitems(config, items):
     """`solo` (timed: nothing may run beside it) only exists together with `long`: `make test` runs everything but
     `long` on 2 xdist workers, and `make test-long` runs the `long` tests alone. A solo test without `long` would run
@@ -99,6 +116,10 @@ def pytest_collection_modifyitems(config, items):
     bad = [it.nodeid for it in items if it.get_closest_marker("solo") and not it.get_closest_marker("long")]
     if bad:
         raise pytest.UsageError(f"tests marked solo must also be marked long (make test-long runs them alone): {bad}")
+    # the longest work first: xdist hands tests (an xdist_group as one unit, where its first test is) to the workers
+    # in collection order, so a long group collected last would run alone at the end; `cost` is a test's (its
+    # group's) measured idle seconds; the sort is stable, so everything else keeps its order
+    items.sort(key=lambda it: -(m.args[0] if (m := it.get_closest_marker("cost")) else 0))
 
 
 # ----- fixtures of the compression and reload tests (built on tests/compression_helpers.py) ----------------------
