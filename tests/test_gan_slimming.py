@@ -129,25 +129,3 @@ def test_quantization_from_step_0_needs_a_batch_after_the_removal_and_no_join_in
     assert code == 2 and len(err) == 1
     assert "compression.qat.start_step=2 would quantize while channel gates are still learned" in err[0]
     assert "use compression.qat.start_step=0 (fake-quantized from the start" in err[0]
-
-
-def _weights(ckpt):
-    import torch
-
-    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-
-
-@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's (d) column kills GAN Slimming in both phases
-def test_killed_while_the_gated_network_trains_fake_quantized_resumes_to_the_uninterrupted_result(teacher, tmp_path):
-    import torch
-
-    args = GS + [f"compression.distill.teacher={teacher}", "trainer.max_steps=12", "trainer.val_check_interval=2",
-                 "callbacks.last_checkpoint.every_n_steps=1"]
-    whole = train(compose(args, tmp_path / "whole"))
-    with pytest.raises(RuntimeError, match="simulated crash at step 6"):
-        train(compose(args + ["+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=6"],
-                      tmp_path / "cut"))
-    cut = train(compose(args, tmp_path / "cut"))
-    a, b = _weights(tmp_path / "whole/checkpoints/last.ckpt"), _weights(tmp_path / "cut/checkpoints/last.ckpt")
-    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
-    assert cut["int8"]["psnr"] == pytest.approx(whole["int8"]["psnr"], abs=1e-6)

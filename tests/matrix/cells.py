@@ -1,6 +1,6 @@
 """The path matrix of issue 19 as data: every module (row) x every compression (column of this table), each cell
-either the command-line overrides that run it (tiny: 2 residual blocks of 8 channels, 4 optimiser steps, 2
-validation images) or the refusal it must end in (a substring of its one ``error:`` line).
+either the command-line overrides that run it (tiny: 2 residual blocks of 8 channels, 8 batches, the
+embedded data) or the refusal it must end in (a substring of its one ``error:`` line).
 
 ``{init}``, ``{init_recycle}`` and ``{teacher}`` in an override stand for checkpoints of the row's own architecture
 with random non-zero weights (tests/matrix/conftest.py writes them): every cell starts from ``{init}`` (a fresh SR
@@ -19,10 +19,25 @@ ROWS = ("srresnet", "srgan", "multi_exit", "frvsr", "tecogan", "classify")
 COMPRESSIONS = ("none", "block_prune", "channel_prune", "channel_sparsity", "distill", "channel_sparsity+distill",
                 "ptq", "qat", "recycle", "gan_slimming")
 
-# every run: tiny, CPU, a handful of steps, no latency timing, no progress bar
-COMMON = ("profile=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2",
-          "callbacks.progress_bar.refresh_rate=0", "callbacks.model_summary=null", "logger=csv",
+# every run: tiny, CPU, no latency timing, no progress bar
+COMMON = ("profile=smoke", "callbacks.progress_bar.refresh_rate=0", "callbacks.model_summary=null", "logger=csv",
           "cost.latency=false")
+
+# optimiser steps per batch: the GANs make 2 (generator, discriminator); max_steps, the checkpoint interval, the
+# removal step and the kill points of tests/matrix/test_resume_matrix.py all count optimiser steps
+UNIT = {"srgan": 2, "tecogan": 2}
+
+
+def unit(row: str) -> int:
+    return UNIT.get(row, 1)
+
+
+def steps(row: str) -> tuple[str, ...]:
+    """8 batches, validation every 4, last.ckpt every 2 batches: the (a)/(c) multirun jobs are also column (d)'s
+    uninterrupted runs, so a kill at batch 3 or 7 loses a batch that the resumed run replays."""
+    u = unit(row)
+    return (f"trainer.max_steps={8 * u}", "trainer.val_check_interval=4",
+            f"callbacks.last_checkpoint.every_n_steps={2 * u}")
 
 # the row: its model (and data, where the compression's own defaults would change it), tiny
 BASE = {
@@ -48,16 +63,20 @@ COMPRESSION_OVERRIDES = {
     "none": (),
     "block_prune": ("compression=block_prune", "compression.block_prune.keep=1"),
     "channel_prune": ("compression=channel_prune", "compression.channel_prune.ratio=0.5"),
-    "channel_sparsity": ("compression=channel_sparsity", "compression.channel_sparsity.target_macs=0.5"),
+    "channel_sparsity": ("compression=channel_sparsity", "compression.channel_sparsity.target_macs=0.5",
+                         "compression.channel_sparsity.prune_at_step={prune}"),
     "distill": ("compression=distill", "compression.distill.teacher={teacher}"),
     "channel_sparsity+distill": ("compression=[channel_sparsity,distill]",
                                  "compression.channel_sparsity.target_macs=0.5",
+                                 "compression.channel_sparsity.prune_at_step={prune}",
                                  "compression.distill.teacher={teacher}"),
     "ptq": ("compression=ptq", "compression.ptq.calib_batches=2", "compression.ptq.compile=false"),
     "qat": ("compression=qat", "compression.qat.compile=false"),
     "recycle": ("model.conv=recycle",),
+    # distillation + channel sparsity (removal at 75 %: batch 6 of 8) + QAT eagerly from step 0, then the captured
+    # slim graph
     "gan_slimming": ("experiment=gan_slimming", "compression.distill.teacher={teacher}",
-                     "compression.qat.compile=false"),
+                     "compression.qat.compile=false", "compression.channel_sparsity.target_macs=0.5"),
 }
 
 
@@ -89,8 +108,8 @@ REFUSED: dict[tuple[str, str], Refused] = {
     **{(r, "gan_slimming"): Refused("compression.distill: the student has no layer 'body_tail.0'; valid names "
                                     "include fnet") for r in ("frvsr", "tecogan")},
     # LeNet5 (task=classify): no residual blocks, no SR output layers to protect, no PSNR to quantize against
-    ("classify", "block_prune"): Refused("compression.block_prune needs a generator whose residual blocks are a "
-                                         "ModuleList `body` (model.arch=srresnet); LeNet5 has none"),
+    ("classify", "block_prune"): Refused("compression.block_prune needs the SR layout part `body` "
+                                         "(lightning_sr/networks/layout.py); model.arch='lenet5' (LeNet5) has none"),
     **{("classify", c): Refused(f"compression.{k} {CLASSIFY}") for c, k in (
         ("channel_prune", "channel_prune"), ("channel_sparsity", "channel_sparsity"),
         ("channel_sparsity+distill", "channel_sparsity"), ("ptq", "ptq"), ("qat", "qat"))},
@@ -126,9 +145,23 @@ def fill(overrides, ckpts: dict[str, object] | None = None) -> list[str]:
     return out
 
 
-def overrides(row: str, compression: str, ckpts: dict[str, object] | None = None) -> list[str]:
+def cell_overrides(row: str, compression: str, ckpts: dict[str, object] | None = None, ddp: bool = False
+                   ) -> list[str]:
+    """The cell's own part of the command line: where it starts and its compression. Channel sparsity removes its
+    channels at batch 4 (``{prune}``) in one process; under DDP at the end of the run (its default), because a
+    removal in the middle of a multi-process run is refused (one line: prune at the end, then fine-tune)."""
+    over = [o for o in COMPRESSION_OVERRIDES[compression] if not (ddp and "{prune}" in o)]
+    return fill([*init(compression), *over], {**(ckpts or {}), "prune": 4 * unit(row)})
+
+
+def row_overrides(row: str) -> list[str]:
+    """The row's part of the command line, common to all its cells: tiny model and data, 8 batches."""
+    return [*COMMON, *steps(row), *BASE[row]]
+
+
+def overrides(row: str, compression: str, ckpts: dict[str, object] | None = None, ddp: bool = False) -> list[str]:
     """The command line of one cell (without hydra.run.dir / the sweep's folder)."""
-    return fill([*COMMON, *BASE[row], *init(compression), *COMPRESSION_OVERRIDES[compression]], ckpts)
+    return [*row_overrides(row), *cell_overrides(row, compression, ckpts, ddp)]
 
 
 def runnable(row: str, ddp: bool = False) -> list[str]:

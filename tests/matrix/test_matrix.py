@@ -14,7 +14,7 @@ import torch
 
 from tests.conftest import ROOT, compose, run_cli
 from tests.matrix import cells
-from tests.matrix.conftest import cell_name, write_cell_group
+from tests.matrix.conftest import DDP_COST, multirun, row_group
 
 pytestmark = pytest.mark.matrix
 
@@ -24,23 +24,6 @@ TOL = 1e-6  # metrics.json vs an independent evaluation of last.ckpt: tests/test
 
 def _headline(row: str) -> str:
     return "accuracy" if row == "classify" else "psnr"
-
-
-def _multirun(row: str, jobs: list[str], checkpoints, tmp_path: Path, extra: list[str] = (), name: str = "sweep"):
-    """``python train.py -m <row> +cell=<job>,<job>,...``: one real multirun (Hydra's basic launcher, jobs one after
-    the other); returns (sweep folder, {compression: job folder}, the process)."""
-    conf = write_cell_group(tmp_path / f"{name}_conf", row, checkpoints[row], ddp=bool(extra))
-    sweep = tmp_path / name
-    p = run_cli("train.py", ["-m", *cells.COMMON, *cells.BASE[row], *extra, f"hydra.searchpath=[file://{conf}]",
-                             "+cell=" + ",".join(cell_name(c) for c in jobs), f"hydra.sweep.dir={sweep}"],
-                timeout=1500)
-    folders = {}
-    for d in sorted((p_ for p_ in sweep.iterdir() if (p_ / ".hydra").is_dir()), key=lambda p_: int(p_.name)):
-        over = (d / ".hydra" / "overrides.yaml").read_text()
-        (c,) = [c for c in jobs if f"+cell={cell_name(c)}\n" in over]
-        folders[c] = d
-    assert list(folders) == jobs, (sweep, list(folders))
-    return sweep, folders, p
 
 
 def _evaluate(row: str, ckpt: Path, out: Path) -> dict:
@@ -72,12 +55,12 @@ def _check_jobs(row: str, folders: dict[str, Path], tmp_path: Path, world_size: 
 
 
 @pytest.mark.timeout(1800)  # ten jobs and their evaluations (pyproject's 600 s is per ordinary test)
-@pytest.mark.parametrize("row", cells.ROWS)
-def test_row_single_process_multirun_through_the_report(row, checkpoints, tmp_path):
-    """(a)+(c): every runnable cell of the row as a job of one multirun (each job one process), then the report;
-    and one cell as a plain ``python train.py`` (its own run folder handling), equal to its multirun job."""
-    jobs = cells.runnable(row)
-    sweep, folders, p = _multirun(row, jobs, checkpoints, tmp_path)
+@pytest.mark.parametrize("row", [pytest.param(r, marks=row_group(r)) for r in cells.ROWS])
+def test_row_single_process_multirun_through_the_report(row, row_sweep, checkpoints, tmp_path):
+    """(a)+(c): every runnable cell of the row as a job of one multirun (Hydra's basic launcher: the jobs one after
+    the other in one process), then the report; and one cell as a plain ``python train.py`` (its own run folder
+    handling), equal to its multirun job. Column (d) resumes every other cell to its job's result the same way."""
+    sweep, folders, _, _ = row_sweep(row)
     metrics = _check_jobs(row, folders, tmp_path, world_size=1)
     # the report the multirun wrote at its end: one measured row per job, its values the job's metrics.json
     with open(sweep / "report.csv") as f:
@@ -87,7 +70,8 @@ def test_row_single_process_multirun_through_the_report(row, checkpoints, tmp_pa
     for r in rows:
         (c,) = [c for c, d in folders.items() if d.name == r["job"]]
         assert r["status"] == "finished" and float(r[key]) == pytest.approx(metrics[c][key], abs=1e-4), (c, r)
-    # the plain command (hydra.run.dir, no sweep) of one cell gives that job's result exactly
+    # the plain command (hydra.run.dir, no sweep, every override written out instead of +cell=) of one cell gives
+    # that job's result exactly
     c = cells.PLAIN[row]
     run = tmp_path / "plain"
     run_cli("train.py", [*cells.overrides(row, c, checkpoints[row]), f"hydra.run.dir={run}"], timeout=600)
@@ -99,12 +83,12 @@ def test_row_single_process_multirun_through_the_report(row, checkpoints, tmp_pa
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("row", cells.ROWS)
+@pytest.mark.parametrize("row", [pytest.param(r, marks=pytest.mark.cost(DDP_COST[r])) for r in cells.ROWS])
 def test_row_under_ddp_equals_a_single_process_evaluation(row, checkpoints, tmp_path):
     """(b): every cell of the row that runs under DDP, as the jobs of one multirun of 2-process DDP jobs (each job
     launched once); each job's final validation equals a single-process evaluation of its last.ckpt."""
     jobs = cells.runnable(row, ddp=True)
-    sweep, folders, p = _multirun(row, jobs, checkpoints, tmp_path, extra=DDP, name="ddp")
+    sweep, folders, p, _ = multirun(row, jobs, checkpoints[row], tmp_path, extra=DDP, name="ddp")
     out = p.stdout + p.stderr
     assert out.count(f"Launching {len(jobs)} jobs locally") == 1 and out.count("Launching") == 1, out[-3000:]
     for i in range(len(jobs)):
@@ -127,7 +111,7 @@ def test_refused_cell_is_one_line(row, compression, ddp, checkpoints, tmp_path):
     cwd, tmp, run = tmp_path / "cwd", tmp_path / "tmp", tmp_path / "run"
     cwd.mkdir()
     tmp.mkdir()
-    p = run_cli("train.py", [*cells.overrides(row, compression, checkpoints[row]), *(DDP if ddp else []),
+    p = run_cli("train.py", [*cells.overrides(row, compression, checkpoints[row], ddp), *(DDP if ddp else []),
                              f"hydra.run.dir={run}"], cwd=cwd, env={"TMPDIR": str(tmp)}, check=False, timeout=600)
     needle = cells.refusal(row, compression, ddp).needle
     lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("error:")]

@@ -1,10 +1,11 @@
 """Column (d) of the path matrix (issue 19): every module x every compression, SIGKILLed mid-run (a real kill of
 train.py, see tests.helpers.KillAt) during its compression phase (before and after a structural removal, during
 QAT), then the very same command again: the final weights and every metric of metrics.json equal the
-uninterrupted run's (1e-6). One uninterrupted reference per cell; one run folder killed at each kill point in turn.
+uninterrupted run's (1e-6). The uninterrupted run is the cell's job in its row's multirun (tests/matrix/conftest.py
+``row_sweep``, also column (a)/(c)'s run); one run folder is killed at each kill point in turn.
 
-``RESUME_CELLS`` lists the cells that run (their overrides and kill points) and ``REFUSED`` the combinations
-refused by design with the message they are refused with (tests/matrix: the refusal tests check those lines)."""
+``RESUME_CELLS`` lists the cells that run, ``KILLS`` their kill points; the cells' overrides are
+tests/matrix/cells.py's (its refusals are tested by test_matrix.py)."""
 
 from __future__ import annotations
 
@@ -19,99 +20,31 @@ import pytest
 import torch
 
 from lightning_sr.checkpoint import generator_state, read_checkpoint
-from tests.conftest import ROOT, SMOKE
+from tests.conftest import ROOT
 from tests.matrix import cells
+from tests.matrix.conftest import cell_command, row_group
 
 pytestmark = pytest.mark.matrix
 
 ROWS, COMPRESSIONS = cells.ROWS, cells.COMPRESSIONS
 
-# the run every cell starts from: 2 residual blocks of 8 channels, 8 batches, last.ckpt every 2 batches
-BASE = [o for o in SMOKE if not o.startswith(("model.res_blocks", "model.channels", "trainer.max_steps",
-                                              "trainer.val_check_interval"))] + [
-    "cost.latency=false", "callbacks.model_summary=null"]
-SIZE = ["model.res_blocks=2", "model.channels=8"]
-
-# per row: its overrides (TEACHER / CIFAR / TINY are filled in by the fixtures) and its optimiser steps per batch
-# (the GANs make 2: max_steps, checkpoint interval, removal step and kill points all count optimiser steps)
-ROWS_CFG: dict[str, tuple[list[str], int]] = {
-    "srresnet": (["model=srresnet", *SIZE, "TINY"], 1),
-    "srgan": (["model=srgan", *SIZE, "model.discriminator.channels=8", "TINY"], 2),
-    "multi_exit": (["model=multi_exit", *SIZE, "model.exits=[1]", "TINY"], 1),
-    "frvsr": (["model=frvsr", *SIZE, "data=embedded_video"], 1),
-    "tecogan": (["model=tecogan", *SIZE, "data=embedded_video", "model.discriminator.channels=8"], 2),
-    "classify": (["task=classify", "model=lenet5", "CIFAR", "data.batch_size=4", "data.eval_batch_size=10",
-                  "data.iters_per_epoch=4", "data.num_workers=0", "data.pin_memory=false", "trainer=cpu"], 1),
-}
-
-# per compression: overrides, and the kill points ("setup": before the callbacks change anything; an int n: when the
-# batch after optimiser step n x steps-per-batch starts; "teardown": after fit, before metrics.json). Runs are 8
-# batches with last.ckpt every 2, so a kill at batch 3 or 7 loses a batch that the resumed run replays; channel
-# sparsity removes its channels at batch 4 (kills at 3 and 7: before and after the removal), block and channel
-# pruning at the start of fit (kills at setup: before, and at 5: after), QAT trains quantized from step 0.
-COMP_CFG: dict[str, tuple[list[str], tuple]] = {
-    "none": ([], (5,)),
-    "block_prune": (["compression=block_prune", "compression.block_prune.keep=1"], ("setup", 5)),
-    "channel_prune": (["compression=channel_prune"], ("setup", 5)),
-    "channel_sparsity": (["compression=channel_sparsity", "compression.channel_sparsity.target_macs=0.5",
-                          "compression.channel_sparsity.prune_at_step=PRUNE"], (3, 7)),
-    "distill": (["compression=distill", "compression.distill.teacher=TEACHER"], (5,)),
-    "channel_sparsity+distill": (["compression=[channel_sparsity,distill]",
-                                  "compression.channel_sparsity.target_macs=0.5",
-                                  "compression.channel_sparsity.prune_at_step=PRUNE",
-                                  "compression.distill.teacher=TEACHER"], (3, 7)),
-    "ptq": (["compression=ptq", "compression.ptq.compile=false", "compression.ptq.calib_batches=2"], ("teardown",)),
-    "qat": (["compression=qat", "compression.qat.compile=false"], (3, 7)),
-    "recycle": (["model.conv=recycle"], (5,)),
-    # distill + channel sparsity (removal at 75 %: batch 6) + QAT eagerly from step 0, then the captured slim graph
-    "gan_slimming": (["experiment=gan_slimming", "compression.distill.teacher=TEACHER", "compression.qat.compile=false",
-                      "compression.channel_sparsity.target_macs=0.5"], (5, 7)),
+# per compression, the kill points ("setup": before the callbacks change anything; an int n: when batch n + 1
+# starts, i.e. after n x steps-per-batch optimiser steps; "teardown": after fit, before metrics.json). A cell runs 8
+# batches with last.ckpt every 2 (cells.steps), so a kill at batch 3 or 5 or 7 loses a batch that the resumed run
+# replays; channel sparsity removes its channels at batch 4 (kills at 3 and 7: before and after the removal), block
+# and channel pruning at the start of fit (kills at setup: before, and at 5: after), QAT trains quantized from step 0
+# (one kill at 5, mid-QAT), GAN Slimming removes at batch 6 while fake-quantized (kills at 5 and 7).
+KILLS: dict[str, tuple] = {
+    "none": (5,), "block_prune": ("setup", 5), "channel_prune": ("setup", 5), "channel_sparsity": (3, 7),
+    "distill": (5,), "channel_sparsity+distill": (3, 7), "ptq": ("teardown",), "qat": (5,), "recycle": (5,),
+    "gan_slimming": (5, 7),
 }
 
 # the cells: every cell tests/matrix/cells.py runs in one process (its refusals are tested by test_matrix.py)
-RESUME_CELLS: dict[tuple[str, str], dict] = {
-    (row, comp): {"row": ROWS_CFG[row][0], "compression": COMP_CFG[comp][0], "unit": ROWS_CFG[row][1],
-                  "kills": COMP_CFG[comp][1]}
-    for row in ROWS for comp in cells.runnable(row)}
+RESUME_CELLS = [(row, comp) for row in ROWS for comp in cells.runnable(row)]
 
 # metrics.json entries that legitimately differ between two runs of one experiment
 VOLATILE = {"train_time_s", "train_time_segment_s", "resumed_from", "overrides", "config_fingerprint", "seconds", "time_s"}
-
-
-@pytest.fixture(scope="session")
-def matrix_inputs(tmp_path_factory):
-    """``inputs(row)``: the row's overrides with the data folders filled in, and a teacher / init checkpoint of the
-    row's own generator (random weights), made once per session."""
-    from lightning_sr.config import generator_spec
-    from lightning_sr.networks import build_generator
-    from tests.compression_helpers import randomize, save_ckpt, write_tiny_images
-    from tests.conftest import compose
-    from tests.networks.test_recycle import _fake_cifar, _write_batches
-
-    root = tmp_path_factory.mktemp("matrix_inputs")
-    tiny = write_tiny_images(root / "tiny")
-    _write_batches(root / "cifar", *_fake_cifar(40, 20))
-    subs = {"TINY": ["data=folder", "data.kind=folders", "data.name=tiny", f"data.hr_dir={tiny}",
-                     f"data.val_hr_dir={tiny}", "data.val_split=0"], "CIFAR": [f"data.root={root / 'cifar'}"]}
-    done: dict[str, dict] = {}
-
-    def inputs(row: str) -> dict:
-        if row not in done:
-            args = [a for o in ROWS_CFG[row][0] for a in subs.get(o, [o])]
-            spec = generator_spec(compose(BASE + args))
-            ckpt = save_ckpt(randomize(build_generator(spec), seed=1), spec, root / f"{row}_teacher.ckpt")
-            done[row] = {"TEACHER": str(ckpt), "_args": args}
-        return done[row]
-
-    return inputs
-
-
-def _args(cell: dict, inputs: dict) -> list[str]:
-    u = cell["unit"]
-    args = BASE + inputs["_args"] + [a.replace("TEACHER", inputs["TEACHER"]).replace("PRUNE", str(4 * u))
-                                     for a in cell["compression"]]
-    return args + [f"trainer.max_steps={8 * u}", "trainer.val_check_interval=4",
-                   f"callbacks.last_checkpoint.every_n_steps={2 * u}"]
 
 
 def _train(args: list[str], run_dir: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -167,22 +100,20 @@ def assert_same_run(ref_dir: Path, run_dir: Path) -> None:
                 assert torch.equal(x, y), f"int8 artefact {name}: {k} differs"
 
 
-@pytest.mark.timeout(2400)  # up to 4 train.py runs; an SRGAN cell takes minutes each on a loaded 2-core machine
-@pytest.mark.parametrize("cell", sorted(RESUME_CELLS), ids=lambda c: f"{c[0]}-{c[1]}")
-def test_sigkill_mid_run_then_same_command_equals_uninterrupted(cell, matrix_inputs, tmp_path):
-    """The uninterrupted run, then one command carrying a KillAt per kill point (each kills once: its own marker),
-    run until it finishes: killed at the first point, killed again at the next one after resuming, ..., then it
-    runs to the end. Every kill point is reached (a run after a kill resumes from its last.ckpt), and the end equals
-    the uninterrupted run."""
+@pytest.mark.timeout(1800)  # up to 4 train.py runs; a GAN + QAT cell takes minutes on a loaded 2-core machine
+@pytest.mark.parametrize("cell", [pytest.param(c, marks=row_group(c[0]), id=f"{c[0]}-{c[1]}") for c in RESUME_CELLS])
+def test_sigkill_mid_run_then_same_command_equals_uninterrupted(cell, row_sweep, tmp_path):
+    """The uninterrupted run is the cell's job in the row's multirun (``row_sweep``); then the cell as one plain
+    command carrying a KillAt per kill point (each kills once: its own marker), run until it finishes: killed at
+    the first point, killed again at the next one after resuming, ..., then it runs to the end. Every kill point is
+    reached (a run after a kill resumes from its last.ckpt), and the end equals the uninterrupted run."""
     row, comp = cell
-    spec = RESUME_CELLS[cell]
-    args = _args(spec, matrix_inputs(row))
-    ref, run_dir = tmp_path / "ref", tmp_path / "killed"
-    _ok(_train(args, ref), "the uninterrupted run")
-    cmd, points = list(args), []
-    for n, kill in enumerate(spec["kills"]):
+    _, folders, _, conf = row_sweep(row)
+    ref, run_dir, u = folders[comp], tmp_path / "killed", cells.unit(row)
+    cmd, points = cell_command(row, comp, conf), []
+    for n, kill in enumerate(KILLS[comp]):
         hook = kill if isinstance(kill, str) else "batch"
-        step = 0 if isinstance(kill, str) else kill * spec["unit"]
+        step = 0 if isinstance(kill, str) else kill * u
         marker = tmp_path / f"kill_{n}_{kill}.marker"
         cmd += [f"+callbacks.kill{n}._target_=tests.helpers.KillAt", f"+callbacks.kill{n}.marker={marker}",
                 f"+callbacks.kill{n}.step={step}", f"+callbacks.kill{n}.hook={hook}"]
