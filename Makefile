@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-long test-matrix test-fast lint bench clean install browser browser-if-possible
+.PHONY: demo test test-long test-matrix test-research test-fast lint bench clean install browser browser-if-possible
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,26 +31,31 @@ demo: $(STAMP)  ## train the embedded default end to end (CPU ok, about 4 minute
 	@echo "demo: metrics in outputs/demo/metrics.json, samples in outputs/demo/samples/"
 
 # One pytest run on 2 workers (pytest-xdist): every test but the `long` ones (the timed end-to-end defaults, which
-# measure a user's wall time and so run alone under `make test-long`) and the `matrix` ones (tests/matrix: every
-# module x every compression, `make test-matrix`). pytest's own exit status decides, 5 ("no test
-# selected", e.g. a mistyped PYTEST_ARGS=-k) included. A hung test fails after pyproject's pytest timeout (600 s);
+# measure a user's wall time and so run alone under `make test-long`), the `matrix` ones (tests/matrix: every
+# module x every compression, `make test-matrix`) and the `research` ones (`make test-research`). pytest's own exit
+# status decides, 5 ("no test selected", e.g. a mistyped PYTEST_ARGS=-k) included. A hung test fails after pyproject's pytest timeout (600 s);
 # --durations=15 lists the slowest tests. The browser test renders report.html in Chromium: `browser-if-possible`
 # installs it where it can (root with apt-get), else the test is skipped with its reason in the -ra summary.
 PYTEST_RUN = $(BIN)/python -m pytest -q --durations=15
 test: $(STAMP) browser-if-possible  ## the test suite (slow tests included, long ones not; under 12 minutes on 2 CPU cores)
-	$(PYTEST_RUN) -n 2 --dist loadgroup -m "not long and not matrix" $(PYTEST_ARGS)
+	$(PYTEST_RUN) -n 2 --dist loadgroup -m "not long and not matrix and not research" $(PYTEST_ARGS)
 
 # The path matrix (tests/matrix, docs/testing.md): every module x every compression as a single process, as a
 # multirun through the report and under DDP on 2 CPU processes, every refused combination as its one-line error.
 test-matrix: $(STAMP)  ## the path matrix (under 30 minutes on 2 CPU cores)
 	$(PYTEST_RUN) -n 2 --dist loadgroup -m matrix $(PYTEST_ARGS)
 
+# The research programme's one command at toy budgets (sweeps/cpu_results.sh smoke, docs/results.md): every
+# question's jobs, reports and results document, then the same command again, which must train nothing.
+test-research: $(STAMP)  ## sweeps/cpu_results.sh smoke, as two tests on 2 workers (about 12 minutes on 2 CPU cores)
+	$(PYTEST_RUN) -n 2 --dist loadgroup -m research $(PYTEST_ARGS)
+
 test-long: $(STAMP)  ## make test, then the multi-minute timed runs behind documented figures, alone (no other test beside them)
 	$(MAKE) test
 	$(PYTEST_RUN) -m long $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow and not long and not matrix" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not long and not matrix and not research" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lightning_sr tests bench train.py evaluate.py
