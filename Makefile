@@ -42,8 +42,10 @@ test: $(STAMP) browser-if-possible  ## the test suite (slow tests included, long
 
 # The path matrix (tests/matrix, docs/testing.md): every module x every compression as a single process, as a
 # multirun through the report and under DDP on 2 CPU processes, every refused combination as its one-line error.
+# --no-loadscope-reorder: xdist keeps the collection order, which tests/conftest.py sorts by measured cost (longest
+# first); by default it would order the row groups by their number of tests.
 test-matrix: $(STAMP)  ## the path matrix (under 30 minutes on 2 CPU cores)
-	$(PYTEST_RUN) -n 2 --dist loadgroup -m matrix $(PYTEST_ARGS)
+	$(PYTEST_RUN) -n 2 --dist loadgroup --no-loadscope-reorder -m matrix $(PYTEST_ARGS)
 
 # The research programme's one command at toy budgets (sweeps/cpu_results.sh smoke, docs/results.md): every
 # question's jobs, reports and results document, then the same command again, which must train nothing.

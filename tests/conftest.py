@@ -117,8 +117,8 @@ def pytest_collection_modifyitems(config, items):
     if bad:
         raise pytest.UsageError(f"tests marked solo must also be marked long (make test-long runs them alone): {bad}")
     # the longest work first: xdist hands tests (an xdist_group as one unit, where its first test is) to the workers
-    # in collection order, so a long group collected last would run alone at the end; `cost` is a test's (its
-    # group's) measured idle seconds; the sort is stable, so everything else keeps its order
+    # in collection order (make test-matrix passes --no-loadscope-reorder), so a long group collected last would
+    # run alone at the end; `cost` is a test's (its group's) measured idle seconds; the sort is stable
     items.sort(key=lambda it: -(m.args[0] if (m := it.get_closest_marker("cost")) else 0))
 
 
