@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_sr.checkpoint import generator_state, read_checkpoint
-from tests.conftest import ROOT
+from tests.conftest import run_cli
 from tests.matrix import cells
 from tests.matrix.conftest import cell_command, row_group
 
@@ -47,10 +45,8 @@ RESUME_CELLS = [(row, comp) for row in ROWS for comp in cells.runnable(row)]
 VOLATILE = {"train_time_s", "train_time_segment_s", "resumed_from", "overrides", "config_fingerprint", "seconds", "time_s"}
 
 
-def _train(args: list[str], run_dir: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+def _train(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
+    return run_cli("train.py", [*args, f"hydra.run.dir={run_dir}"], timeout=1200, check=False)
 
 
 def _ok(p: subprocess.CompletedProcess, what: str) -> None:
