@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from lightning_sr.callbacks import TrainClock
 from lightning_sr.checkpoint import CONFIG_KEY, load_generator
+from lightning_sr.compression.base import preflight
 from lightning_sr.config import (
     build_datamodule,
     build_module,
@@ -250,6 +251,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     clock = TrainClock()  # training time over every segment of a resumed run (its state is in each checkpoint)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), clock],
                                                  logger=loggers or False, default_root_dir=str(run_dir))
+    if resume is None:  # a refused combination stops here, before fit launches anything (DDP: before rank 1)
+        preflight(trainer, module)
     for lg in loggers:
         lg.log_hyperparams(to_plain(cfg))
     trainer.ckpt_path = resume  # known to callbacks from setup() on (a compressed run rebuilds its structure)

@@ -191,6 +191,12 @@ class CompressionCallback(L.Callback):
         if not (getattr(pl_module, "hparams", {}) or {}).get("init_from") and not earlier:
             log.warning("%s acts on an untrained generator (no model.init_from=PATH)", self.key)
 
+    def preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Refusals that need only the configuration, the trainer's settings (world size, ``max_steps``, the other
+        callbacks) and the built model. ``setup`` runs them on every rank; :func:`preflight` runs them once more
+        before ``trainer.fit``, so that a refused run stops before anything is launched (a DDP run's rank 1
+        included). Pure: raise :class:`~lightning_sr.errors.ConfigError` or change nothing."""
+
     # -- declared hooks (read by run.build_metrics_json and by other callbacks) -----------------------------------------
     def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """What this callback adds to ``metrics.json``: lists are concatenated over the callbacks in their order
@@ -230,6 +236,9 @@ class StructuralCompression(CompressionCallback):
     # -- to implement ---------------------------------------------------------------------------------------
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Raise ConfigError when the model cannot be compressed this way (called before anything changes)."""
+
+    def preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
 
     def apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         raise NotImplementedError
@@ -279,6 +288,14 @@ class StructuralCompression(CompressionCallback):
             for s, v in (m.get("sets") or {}).items():
                 flat[f"compression/{self.name}/{s}/psnr_{when}"] = float(v)
         log_values(trainer, flat, "compression")
+
+
+def preflight(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    """Every compression callback's :meth:`CompressionCallback.preflight`, in the callbacks' order (the order their
+    ``setup`` would refuse in): called by ``run.train`` before ``trainer.fit`` of a run that does not resume."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, CompressionCallback):
+            cb.preflight(trainer, pl_module)
 
 
 def log_values(trainer: L.Trainer, values: dict[str, float], what: str) -> None:
@@ -341,5 +358,5 @@ def short(m: dict[str, Any]) -> str:
 
 
 __all__ = ["CompressionCallback", "ConfigError", "StructuralCompression", "adapt_generator_on_load",
-           "calibration_batch", "evaluate_metrics", "evaluate_psnr", "generator_of", "log_values", "rebuild_optimizers",
+           "calibration_batch", "evaluate_metrics", "evaluate_psnr", "generator_of", "log_values", "preflight", "rebuild_optimizers",
            "restore_structure", "resumed_state", "short"]

@@ -152,20 +152,9 @@ class ChannelSparsity(CompressionCallback):
                 self.load_state_dict(state)
                 self.log_entry()
                 return
-        require_sr_module(pl_module, KEY)
+        self.preflight(trainer, pl_module)
         gen = generator_of(pl_module, KEY)
         gen.to(trainer.strategy.root_device)
-        require(self.prune_at_step is None or not trainer.max_steps or trainer.max_steps < 0
-                or self.prune_at_step <= trainer.max_steps,
-                f"{KEY}.prune_at_step={self.prune_at_step} is after the last step (trainer.max_steps="
-                f"{trainer.max_steps}): nothing would be removed; use a step <= {trainer.max_steps} or null (the last)")
-        mid_run = self.prune_at_step is not None and self.prune_at_step < (trainer.max_steps or 0)
-        quantizes_after = any(callable(getattr(cb, "check_after_structure", None)) for cb in trainer.callbacks)
-        require(not (trainer.world_size > 1 and quantizes_after), slimming_under_ddp_message(trainer.world_size))
-        require(not (mid_run and trainer.world_size > 1),
-                f"{KEY}.prune_at_step={self.prune_at_step} prunes in the middle of a multi-process run, which would "
-                f"rebuild every rank's model under DDP; prune at the end (null) and fine-tune with "
-                f"model.init_from=<the pruned checkpoint>")
         self._dense_macs = macs_small(gen)
         self.groups = find_groups(gen, self.protect)
         require(bool(self.groups), f"{KEY}: nothing to gate in {type(gen).__name__}: every channel group contains a "
@@ -186,6 +175,21 @@ class ChannelSparsity(CompressionCallback):
         self._warn_if_nothing_can_slim(trainer, pl_module)
         log.info("%s: %d channel groups (%d channels), method=%s", KEY, len(self.groups),
                  sum(g.channels for g in self.groups), self.method)
+
+    def preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        require_sr_module(pl_module, KEY)
+        generator_of(pl_module, KEY)
+        require(self.prune_at_step is None or not trainer.max_steps or trainer.max_steps < 0
+                or self.prune_at_step <= trainer.max_steps,
+                f"{KEY}.prune_at_step={self.prune_at_step} is after the last step (trainer.max_steps="
+                f"{trainer.max_steps}): nothing would be removed; use a step <= {trainer.max_steps} or null (the last)")
+        mid_run = self.prune_at_step is not None and self.prune_at_step < (trainer.max_steps or 0)
+        quantizes_after = any(callable(getattr(cb, "check_after_structure", None)) for cb in trainer.callbacks)
+        require(not (trainer.world_size > 1 and quantizes_after), slimming_under_ddp_message(trainer.world_size))
+        require(not (mid_run and trainer.world_size > 1),
+                f"{KEY}.prune_at_step={self.prune_at_step} prunes in the middle of a multi-process run, which would "
+                f"rebuild every rank's model under DDP; prune at the end (null) and fine-tune with "
+                f"model.init_from=<the pruned checkpoint>")
 
     def _warn_if_nothing_can_slim(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """With a threshold (no MAC target), say before training when the L1 shrink of the whole gating phase cannot

@@ -120,6 +120,7 @@ class Distillation(CompressionCallback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self.teacher is not None:
             return
+        self.preflight(trainer, pl_module)
         student = generator_of(pl_module, KEY)
         teacher, spec = generator_from_checkpoint(self._ckpt, self.teacher_path, what=f"{KEY}.teacher")
         self.student_names = {n for n, _ in student.named_modules()}
@@ -132,10 +133,14 @@ class Distillation(CompressionCallback):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher_spec = spec
-        for s, t in self.feature_pairs + self.fakd_pairs:  # every layer name is checked before training
-            _module(student, s, KEY, "student")
+        for _, t in self.feature_pairs + self.fakd_pairs:  # the teacher's layer names (the student's: preflight)
             self._hooks.append(_module(self.teacher, t, KEY, "teacher").register_forward_hook(self._capture("teacher", t)))
         self._measure_teacher(trainer, pl_module)
+
+    def preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        student = generator_of(pl_module, KEY)
+        for s, _ in self.feature_pairs + self.fakd_pairs:  # every student layer name, before training
+            _module(student, s, KEY, "student")
 
     def _attach_student(self, pl_module: L.LightningModule) -> None:
         """Hooks on the student's layers and the adapters, once every other callback has shaped the student (pruned

@@ -40,8 +40,7 @@ class PTQ(Quantization):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self.check_order(trainer)
-            self.check_module(pl_module)
+            self.preflight(trainer, pl_module)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.finished:

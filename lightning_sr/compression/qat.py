@@ -74,9 +74,7 @@ class QAT(Quantization):
 
         if stage != "fit" or self.prepared(pl_module) is not None:
             return
-        self.check_order(trainer)
-        self.check_module(pl_module)
-        self.check_after_structure(trainer)
+        self.preflight(trainer, pl_module)
         resume = trainer.ckpt_path
         if resume:
             self.load_state_dict(resumed_state(resume, self.state_key))
@@ -120,10 +118,15 @@ class QAT(Quantization):
         if self.eager and self.eager_states is None:
             self.eager_states = eager_quant.detach(pl_module.generator)
 
-    def check_after_structure(self, trainer: L.Trainer) -> None:
+    def preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().preflight(trainer, pl_module)
+        self.check_after_structure(trainer, pl_module)
+
+    def check_after_structure(self, trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> None:
         """QAT joins after every structural change: mid-run channel removal (channel sparsity) must come first, and
         a generator replaced mid-run cannot be re-wrapped by DDP."""
-        spb = max(1, int(getattr(trainer.lightning_module, "optimizer_steps_per_batch", 1) or 1))
+        module = pl_module if pl_module is not None else trainer.lightning_module
+        spb = max(1, int(getattr(module, "optimizer_steps_per_batch", 1) or 1))
         first = -(-self.join_step // spb) * spb  # batches start at multiples of the optimiser steps per batch
         require(not trainer.max_steps or trainer.max_steps < 0 or first < trainer.max_steps,
                 f"{self.key}.start_step={self.join_step} is not before the last batch (trainer.max_steps="

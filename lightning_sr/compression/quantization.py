@@ -106,6 +106,10 @@ class Quantization(CompressionCallback):
         require_sr_module(pl_module, self.key)
         return generator_of(pl_module, self.key)
 
+    def preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_order(trainer)
+        self.check_module(pl_module)
+
     def check_coverage(self, prepared, gen: nn.Module) -> list[str]:
         """ConfigError naming the layers when the quantizer covers none of them; the uncovered ones otherwise."""
         covered, missed = pt2e_quant.covered_layers(prepared, gen)
