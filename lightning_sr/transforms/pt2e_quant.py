@@ -15,6 +15,7 @@ each block's second convolution and its residual addition fuse.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Iterable
@@ -42,6 +43,65 @@ from lightning_sr.networks.graph import (
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
+
+# ----- torchao's pattern rewrites, only where the graph can match ---------------------------------------------------
+# torchao rewrites a QAT graph by exporting small pattern graphs and replacing their matches: conv + batch norm for
+# every conv kind (conv1d, conv2d, conv_transpose1d, conv_transpose2d: 3 patterns each in prepare_qat_pt2e, 24 in
+# convert_pt2e), and dropout / batch norm at every train/eval switch. Each export is a torch.export (0.2-0.5 s on
+# this CPU), about 100 per QAT run of a batch-norm generator. A pattern whose op the graph does not contain cannot
+# match, and a helper that finds no match leaves the graph as it was (its dead-code and dequantize clean-ups are
+# the ones the helper of the kind that is there runs too), so :func:`only_matching_patterns` skips those helpers.
+# tests/transforms/test_pt2e_quant.py checks the prepared and the int8 graph equal torchao's full path, code and
+# tensors; a torchao without these helpers runs its own path unchanged.
+SKIP_ABSENT_PATTERNS = True
+_CONV_NAMES = {"conv1d": "conv1d", "conv2d": "conv2d", "conv_transpose1d": "conv_transpose1d",
+               "conv_transpose2d": "conv_transpose2d"}
+
+
+def _op_names(m: torch.fx.GraphModule) -> list[str]:
+    return [str(n.target) for n in m.graph.nodes if n.op == "call_function"]
+
+
+def _has(m: torch.fx.GraphModule, *fragments: str) -> bool:
+    return any(f in name for name in _op_names(m) for f in fragments)
+
+
+def _conv_helper(orig):
+    def helper(m, conv_fn, *args, **kwargs):
+        name = _CONV_NAMES.get(getattr(conv_fn, "__name__", ""))
+        if name is not None and not _has(m, f"aten.{name}.", "aten.convolution.", "aten._convolution."):
+            return m  # no conv of this kind (nor a generic convolution): none of its patterns can match
+        return orig(m, conv_fn, *args, **kwargs)
+    return helper
+
+
+def _mode_helper(orig, fragments: tuple[str, ...]):
+    def helper(m, *args, **kwargs):
+        if not _has(m, *fragments):
+            return None  # torchao's helpers rewrite in place and return nothing
+        return orig(m, *args, **kwargs)
+    return helper
+
+
+@contextlib.contextmanager
+def only_matching_patterns():
+    """Within the block, torchao's conv + batch norm, dropout and batch norm rewrites skip the pattern families
+    whose op the graph does not contain (see the comment above); outside it torchao is untouched."""
+    from torchao.quantization.pt2e import export_utils, qat_utils
+
+    patches = [(qat_utils, "_fuse_conv_bn_qat_helper", _conv_helper),
+               (qat_utils, "_fold_conv_bn_qat_helper", _conv_helper),
+               (export_utils, "_replace_dropout", lambda f: _mode_helper(f, ("dropout",))),
+               (export_utils, "_replace_batchnorm", lambda f: _mode_helper(f, ("batch_norm",)))]
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches if hasattr(mod, name)]
+    if SKIP_ABSENT_PATTERNS and len(saved) == len(patches):
+        for (mod, name, wrap), (_, _, orig) in zip(patches, saved, strict=True):
+            setattr(mod, name, wrap(orig))
+    try:
+        yield
+    finally:
+        for mod, name, orig in saved:
+            setattr(mod, name, orig)
 
 _ANNOT = x86q.QUANT_ANNOTATION_KEY
 _Annotation = x86q._X86InductorQuantizationAnnotation  # torchao's annotation class (private, no public alias)
@@ -228,7 +288,8 @@ BATCH_NORMS = (aten.batch_norm.default, aten._native_batch_norm_legit.default, a
 def prepare(gm: GraphModule, settings: QuantSettings, qat: bool) -> GraphModule:
     """Insert fake quantization (QAT) or observers (PTQ) into a captured graph."""
     q = SRQuantizer(settings, qat)
-    prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(gm, q)
+    with only_matching_patterns():
+        prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(gm, q)
     setattr(prepared, OBSERVERS_FROZEN, False)
     setattr(prepared, BN_FROZEN, False)
     pt2e.allow_exported_model_train_eval(prepared)  # anything calling .train()/.eval() on it directly works
@@ -256,7 +317,8 @@ def set_mode(gm: GraphModule, training: bool) -> None:
     frozen. A graph without batch norm or dropout has nothing to rewrite: torchao's helpers (which export their
     patterns again at every call, seconds each) are skipped and only the mode flag is set."""
     if any(n.op == "call_function" and n.target in MODE_OPS for n in gm.graph.nodes):
-        (pt2e.move_exported_model_to_train if training else pt2e.move_exported_model_to_eval)(gm)
+        with only_matching_patterns():
+            (pt2e.move_exported_model_to_train if training else pt2e.move_exported_model_to_eval)(gm)
     else:
         setattr(gm, TRAINING_ATTR, training)
     if getattr(gm, BN_FROZEN, False):
@@ -301,8 +363,9 @@ def strip_unused(gm: GraphModule) -> int:
 def convert(prepared: GraphModule) -> GraphModule:
     """The int8 graph of a prepared one (a copy: ``convert_pt2e`` rewrites its argument), unused tensors removed."""
     gm = copy.deepcopy(prepared)
-    pt2e.move_exported_model_to_eval(gm)
-    int8 = convert_pt2e(gm)
+    with only_matching_patterns():
+        pt2e.move_exported_model_to_eval(gm)
+        int8 = convert_pt2e(gm)
     strip_unused(int8)
     return int8
 
