@@ -337,24 +337,6 @@ def test_tecogan_block_pruning_smoke_sweep_with_report(tmp_path):
     assert "tOF" in md and "001_7e75d2e60180182f.txt" in md
 
 
-@pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's tecogan row runs under DDP
-@pytest.mark.slow
-def test_tecogan_under_ddp_equals_a_single_process(tmp_path):
-    from tests.conftest import run_cli
-
-    run = tmp_path / "ddp"
-    run_cli("train.py", [*[o for o in VSMOKE if not o.startswith("trainer.max_steps")], "model=tecogan",
-                         "data=embedded_video", "model.discriminator.channels=8", "trainer.max_steps=4",
-                         "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run}"], timeout=600)
-    m = json.loads((run / "metrics.json").read_text())
-    assert m["status"] == "finished" and m["batches"] == 2 and m["sets"]["embedded_video"]["clips"] == 2
-    run_cli("evaluate.py", [f"ckpt_path={m['last_ckpt']}", "data=embedded_video", "cost.latency=false",
-                            f"hydra.run.dir={tmp_path / 'single'}"], timeout=300)
-    s = json.loads((tmp_path / "single" / "metrics.json").read_text())
-    for k in ("psnr", "ssim", "tof"):
-        assert m[k] == pytest.approx(s[k], abs=1e-6)
-
-
 @pytest.mark.slow
 @pytest.mark.solo  # timed: nothing else may run beside it
 @pytest.mark.long  # 4 minutes: `make test-long` (the README figure); make test covers the path with test_frvsr_trains_*

@@ -119,8 +119,8 @@ def row_sweep(checkpoints, tmp_path_factory):
 # measured idle seconds on the project's 2-core Intel Xeon (make test-matrix --durations=0, 2026-12-07), so that
 # the longest start first (tests/conftest.py sorts by the `cost` mark): a row's single-process group (its multirun,
 # its checks and its resume cells) and its DDP multirun
-GROUP_COST = {"srgan": 700, "multi_exit": 580, "srresnet": 400, "tecogan": 390, "frvsr": 300, "classify": 90}
-DDP_COST = {"srgan": 242, "multi_exit": 237, "srresnet": 194, "tecogan": 161, "frvsr": 142, "classify": 46}
+GROUP_COST = {"srgan": 505, "multi_exit": 438, "srresnet": 386, "tecogan": 366, "frvsr": 316, "classify": 93}
+DDP_COST = {"srgan": 215, "tecogan": 170, "srresnet": 166, "multi_exit": 154, "frvsr": 128, "classify": 38}
 
 
 def row_group(row: str) -> list:

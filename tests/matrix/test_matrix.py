@@ -37,9 +37,21 @@ def _evaluate(row: str, ckpt: Path, out: Path) -> dict:
                             "evaluate"))
 
 
+def _numbers(d: dict, path: str = "") -> dict[str, float]:
+    """Every number under ``d`` (a set's metrics: PSNR, SSIM, tOF, counts, per-clip values), by its key path."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_numbers(v, f"{path}{k}/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{path}{k}"] = v
+    return out
+
+
 def _check_jobs(row: str, folders: dict[str, Path], tmp_path: Path, world_size: int) -> dict[str, dict]:
-    """Every job finished with a finite headline metric, and that metric (every set's) is the one an independent
-    evaluation of the job's last.ckpt gives."""
+    """Every job finished with a finite headline metric, and every number of every set (PSNR, SSIM, tOF, the
+    image, frame and clip counts, the per-clip values) is the one an independent evaluation of the job's last.ckpt
+    gives."""
     key, out = _headline(row), {}
     for c, d in folders.items():
         m = json.loads((d / "metrics.json").read_text())
@@ -47,8 +59,12 @@ def _check_jobs(row: str, folders: dict[str, Path], tmp_path: Path, world_size: 
         assert m["world_size"] == world_size and m["written_by_rank"] == 0, c
         assert math.isfinite(m[key]), (c, m[key])
         ev = _evaluate(row, d / "checkpoints" / "last.ckpt", tmp_path / "eval" / d.parent.name / d.name)
+        assert m["sets"].keys() == ev["sets"].keys(), (c, list(m["sets"]), list(ev["sets"]))
         for s, v in ev["sets"].items():
-            assert m["sets"][s][key] == pytest.approx(v[key], abs=TOL), (c, s, m["sets"][s][key], v[key])
+            got, want = _numbers(m["sets"][s]), _numbers(v)
+            assert key in want and got.keys() == want.keys(), (c, s, sorted(got), sorted(want))
+            bad = {k: (got[k], want[k]) for k in want if got[k] != pytest.approx(want[k], abs=TOL)}
+            assert not bad, (c, s, bad)
         assert m[key] == pytest.approx(ev[key], abs=TOL), (c, m[key], ev[key])
         out[c] = m
     return out
@@ -106,7 +122,8 @@ REFUSALS = [(r, c, ddp) for r, c in cells.refused(ddp=True) for ddp in (False, T
                          ids=[f"{r}-{c}-{'ddp' if d else 'single'}" for r, c, d in REFUSALS])
 def test_refused_cell_is_one_line(row, compression, ddp, checkpoints, tmp_path):
     """A refused cell: exit status 2, exactly one ``error:`` line (also with 2 DDP ranks) that names the keys and
-    the fix, nothing trained, nothing written outside the run folder (the working directory and TMPDIR stay
+    the fix, refused before fit launches anything (no DDP rank 1: lightning_sr.compression.base.preflight), nothing
+    trained, nothing written outside the run folder (the working directory and TMPDIR stay
     empty)."""
     cwd, tmp, run = tmp_path / "cwd", tmp_path / "tmp", tmp_path / "run"
     cwd.mkdir()
@@ -117,6 +134,7 @@ def test_refused_cell_is_one_line(row, compression, ddp, checkpoints, tmp_path):
     lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("error:")]
     assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (p.returncode, lines, p.stderr[-3000:])
     assert "Traceback" not in p.stderr
+    assert not (run / "ddp_rank1.log").exists(), "refused after rank 1 was launched; refuse in preflight, before fit"
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
     rec = json.loads((run / "metrics.json").read_text())
     assert rec["status"] == "failed" and needle in rec["error"]

@@ -9,6 +9,7 @@ tests/matrix/cells.py's (its refusals are tested by test_matrix.py)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -114,14 +115,21 @@ def test_sigkill_mid_run_then_same_command_equals_uninterrupted(cell, row_sweep,
         cmd += [f"+callbacks.kill{n}._target_=tests.helpers.KillAt", f"+callbacks.kill{n}.marker={marker}",
                 f"+callbacks.kill{n}.step={step}", f"+callbacks.kill{n}.hook={hook}"]
         points.append((kill, hook, step, marker))
+    resumed_at = None
     for kill, hook, step, marker in points:
         p = _train(cmd, run_dir)  # the very same command each time
         assert p.returncode == -9 and marker.is_file(), f"not killed at {kill} ({p.returncode}):\n{p.stderr[-3000:]}"
         assert not (run_dir / "metrics.json").exists()
         if hook == "batch":  # the periodic checkpoint before the kill is there; the lost batch is replayed
-            assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] < step
+            resumed_at = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+            assert resumed_at < step
     again = _train(cmd, run_dir)
     _ok(again, f"the same command after the kills at {[k for k, *_ in points]}")
-    if any(hook == "batch" for _, hook, *_ in points):
+    if resumed_at is not None:
         assert "resuming from" in again.stdout + again.stderr
+        # the step counter went on: the last run's CSV log starts where its checkpoint left off
+        last = sorted((run_dir / "csv").iterdir())[-1] / "metrics.csv"
+        with open(last) as f:
+            logged = [int(r["step"]) for r in csv.DictReader(f) if r.get("step")]
+        assert logged and min(logged) >= resumed_at, (resumed_at, logged[:5])
     assert_same_run(ref, run_dir)
