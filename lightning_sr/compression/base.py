@@ -238,6 +238,8 @@ class StructuralCompression(CompressionCallback):
         """Raise ConfigError when the model cannot be compressed this way (called before anything changes)."""
 
     def preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """``check`` (it must be pure and cheap; a technique whose check is not overrides this)."""
+        generator_of(pl_module, self.key)
         self.check(trainer, pl_module)
 
     def apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:

@@ -13,7 +13,12 @@ from typing import Any
 
 import lightning as L
 
-from lightning_sr.compression.base import StructuralCompression, calibration_batch, require_sr_module
+from lightning_sr.compression.base import (
+    StructuralCompression,
+    calibration_batch,
+    generator_of,
+    require_sr_module,
+)
 from lightning_sr.errors import check, require
 from lightning_sr.transforms.channels import KEY, ChannelPlan, nothing_prunable_message, validate_args
 
@@ -41,6 +46,12 @@ class ChannelPruning(StructuralCompression):
     def config(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "importance": self.importance, "global_pruning": self.global_pruning,
                 "protect": None if self.protect is None else list(self.protect), "upsampler": self.upsampler, "round_to": self.round_to}
+
+    def preflight(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The module kind only: ``check`` traces the generator and draws random inputs (the global RNG), so it runs
+        once, in ``setup``."""
+        generator_of(pl_module, KEY)
+        require_sr_module(pl_module, KEY)
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         require_sr_module(pl_module, KEY)

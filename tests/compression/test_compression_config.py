@@ -237,3 +237,32 @@ def test_run_summarize_gathers_every_callbacks_summary_in_callback_order(tmp_pat
                         callbacks=[first, Technique("again", {"teacher": {"params": 2}})])
     with pytest.raises(RuntimeError, match="reports 'teacher' for metrics.json, which another callback reports"):
         callback_summaries(trainer, None)
+
+
+@pytest.mark.parametrize("compression", [
+    ["compression=block_prune", "compression.block_prune.keep=2"],
+    ["compression=channel_prune"],
+    ["compression=[channel_sparsity,distill,qat]", "compression.channel_sparsity.prune_at_step=2",
+     "compression.distill.features=[{student: body.1, teacher: body.1}]"],
+    ["compression=ptq"],
+], ids=["block_prune", "channel_prune", "sparsity+distill+qat", "ptq"])
+def test_preflight_is_pure(compression, dense_ckpt, tiny_data, tmp_path):
+    """run.train calls every callback's preflight before trainer.fit, and setup runs the same checks again: a
+    preflight must not draw from the global RNG (the run's random stream would shift) nor change the model."""
+    import hydra
+    import lightning as L
+
+    from lightning_sr.compression.base import preflight
+    from lightning_sr.config import build_module
+
+    extra = [f"compression.distill.teacher={dense_ckpt}"] if any("distill" in o for o in compression) else []
+    cfg = compose(SMOKE + tiny_data + [f"model.init_from={dense_ckpt}", *compression, *extra], tmp_path)
+    module = build_module(cfg)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=False,
+                                                 default_root_dir=str(tmp_path))  # as run.train builds it
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    rng = torch.get_rng_state()
+    preflight(trainer, module)
+    assert torch.equal(torch.get_rng_state(), rng), "preflight drew from the global RNG"
+    after = module.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)

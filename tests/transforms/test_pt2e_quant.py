@@ -39,8 +39,13 @@ def _qat_round_trip(skip: bool, monkeypatch):
     """Capture a batch-norm generator, prepare it for QAT, two training steps around an eval switch, convert: the
     prepared graph, the int8 graph and the int8 output, with or without the skipped torchao pattern families."""
     import torch
+    from torchao.quantization.pt2e import qat_utils
 
     monkeypatch.setattr(pt2e_quant, "SKIP_ABSENT_PATTERNS", skip)
+    calls = []  # the conv kinds torchao's conv + batch norm fold really ran for
+    fold = qat_utils._fold_conv_bn_qat_helper
+    monkeypatch.setattr(qat_utils, "_fold_conv_bn_qat_helper",
+                        lambda m, conv_fn, *a, **k: calls.append(conv_fn.__name__) or fold(m, conv_fn, *a, **k))
     torch.manual_seed(0)
     gen = tiny_generator(res_blocks=1, channels=8, norm="batch").train()
     gm, _, _ = pt2e_quant.capture(gen, training=True)
@@ -58,7 +63,7 @@ def _qat_round_trip(skip: bool, monkeypatch):
     int8 = pt2e_quant.convert(prepared)
     with torch.no_grad():
         y = int8(x)
-    return code, int8.code, int8.state_dict(), y
+    return code, int8.code, int8.state_dict(), y, list(calls)  # a copy: the next call wraps this counter
 
 
 def test_skipping_torchaos_unmatchable_patterns_changes_nothing(monkeypatch):
@@ -69,6 +74,7 @@ def test_skipping_torchaos_unmatchable_patterns_changes_nothing(monkeypatch):
 
     fast = _qat_round_trip(True, monkeypatch)
     full = _qat_round_trip(False, monkeypatch)
+    assert fast[4] == ["conv2d"] and sorted(full[4]) == ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
     assert fast[0] == full[0] and fast[1] == full[1]
     assert fast[2].keys() == full[2].keys()
     for k in full[2]:
