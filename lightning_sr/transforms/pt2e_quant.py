@@ -49,13 +49,13 @@ aten = torch.ops.aten
 # every conv kind (conv1d, conv2d, conv_transpose1d, conv_transpose2d: 3 patterns each in prepare_qat_pt2e, 24 in
 # convert_pt2e), and dropout / batch norm at every train/eval switch. Each export is a torch.export (0.2-0.5 s on
 # this CPU), about 100 per QAT run of a batch-norm generator. A pattern whose op the graph does not contain cannot
-# match, and a helper that finds no match leaves the graph as it was (its dead-code and dequantize clean-ups are
-# the ones the helper of the kind that is there runs too), so :func:`only_matching_patterns` skips those helpers.
-# tests/transforms/test_pt2e_quant.py checks the prepared and the int8 graph equal torchao's full path, code and
-# tensors; a torchao without these helpers runs its own path unchanged.
+# match, and a helper that finds no match changes only what the helper of the kind that is there changes too (dead
+# code, duplicated dequantize nodes), so :func:`only_matching_patterns` skips those helpers. The result computes the
+# same; on our generators the prepared and the int8 graph equal torchao's full path in code and tensors
+# (tests/transforms/test_pt2e_quant.py), though another graph could get other node names. A torchao without these
+# helpers runs its own path unchanged. Not thread-safe (it patches torchao's module for the duration of the block).
 SKIP_ABSENT_PATTERNS = True
-_CONV_NAMES = {"conv1d": "conv1d", "conv2d": "conv2d", "conv_transpose1d": "conv_transpose1d",
-               "conv_transpose2d": "conv_transpose2d"}
+_CONV_KINDS = ("conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")  # torchao's conv_fn.__name__ values
 
 
 def _op_names(m: torch.fx.GraphModule) -> list[str]:
@@ -68,8 +68,8 @@ def _has(m: torch.fx.GraphModule, *fragments: str) -> bool:
 
 def _conv_helper(orig):
     def helper(m, conv_fn, *args, **kwargs):
-        name = _CONV_NAMES.get(getattr(conv_fn, "__name__", ""))
-        if name is not None and not _has(m, f"aten.{name}.", "aten.convolution.", "aten._convolution."):
+        name = getattr(conv_fn, "__name__", "")
+        if name in _CONV_KINDS and not _has(m, f"aten.{name}.", "aten.convolution.", "aten._convolution."):
             return m  # no conv of this kind (nor a generic convolution): none of its patterns can match
         return orig(m, conv_fn, *args, **kwargs)
     return helper
