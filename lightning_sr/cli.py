@@ -45,6 +45,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     except (LightningSRError, KeyboardInterrupt) as e:
         msg = f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt) else "interrupted"
         _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of)
+        _end_distributed()
         if isinstance(e, KeyboardInterrupt):
             raise
         _report_error(e)
@@ -54,7 +55,22 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     except Exception as e:
         _record_failure(cfg, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", atomic_write_text, overrides_of,
                         run_dir_of)
+        _end_distributed()
         raise
+
+
+def _end_distributed() -> None:
+    """A failed job's process group goes with it (train() ends it after a finished job): otherwise the next job of a
+    multirun in this process reuses it (Lightning skips an initialised group) and fails on the failed job's closed
+    connections. Ending it also closes rank 1's connections, so a rank still waiting in a collective stops."""
+    if "torch.distributed" not in sys.modules:  # nothing distributed was imported, so nothing to end
+        return
+    try:
+        from lightning_sr.strategies import end_process_group
+
+        end_process_group()
+    except Exception:  # never hide the original error
+        log.debug("ending the process group failed", exc_info=True)
 
 
 def _report_error(e: Exception) -> None:

@@ -4,7 +4,7 @@ Lightning's default DDP launcher starts ranks 1..N-1 by re-running the command l
 ``python train.py -m a=1,2`` that command is the whole sweep, so every child starts a sweep of its
 own: duplicated jobs or a hang (Lightning issue 11300). :class:`HydraDDPStrategy` starts each child
 as a *single run of the current job*: ``python train.py <this job's overrides> hydra.run.dir=<this job's
-folder>``, so a sweep of J jobs on N devices runs J jobs with N processes each. After a job, the
+folder>``, so a sweep of J jobs on N devices runs J jobs with N processes each. After a job (finished or failed), the
 process group is torn down and a fresh port is chosen, so the next job of the sweep gets a new group.
 On SLURM (or torchrun) the processes come from outside and no launcher runs at all.
 
@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 
+from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
@@ -49,7 +52,52 @@ def _job_command(local_rank: int) -> tuple[list[str], str | None]:
     return cmd, get_original_cwd()
 
 
+class _JobObserver(threading.Thread):
+    """Lightning's child-process observer, for one job only. When a rank exits with an error, the other ranks are
+    killed and, unless the job has ended within ``grace`` seconds, this process too, so no rank waits in a
+    collective for a dead one. Lightning's own observer never stops: in a multirun, a failed job's rank 1 exiting
+    with an error would SIGKILL the process that is already running the next job. This one is stopped when the job
+    ends (:func:`end_process_group`)."""
+
+    def __init__(self, procs: list[subprocess.Popen], period: float = 1.0, grace: float = 10.0) -> None:
+        super().__init__(daemon=True, name="lsr-ddp-job-observer")
+        self.procs, self.period, self.grace = procs, period, grace
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.period):
+            codes = [p.poll() for p in self.procs]
+            if all(c == 0 for c in codes):
+                return
+            failed = [(rank, p) for rank, p in enumerate(self.procs, start=1) if p.returncode]
+            if not failed:
+                continue
+            rank, proc = failed[0]
+            log.error("rank %d (pid %d) exited with code %d: stopping the job's other processes", rank, proc.pid,
+                      proc.returncode)
+            for p in self.procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGKILL)
+            if not self.stopped.wait(self.grace):  # rank 0 did not end the job: it may wait in a collective
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+
+
+_job: dict = {}  # the DDP job this process launched: its child processes and their observer
+
+
 class _HydraJobLauncher(_SubprocessScriptLauncher):
+    def launch(self, function, *args, trainer=None, **kwargs):
+        """Lightning's launch with a job-scoped observer (:class:`_JobObserver`) in place of its own."""
+        self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
+        if not self.cluster_environment.creates_processes_externally:
+            self._call_children_scripts()
+            observer = _JobObserver(self.procs)
+            _job.update(procs=list(self.procs), observer=observer)
+            observer.start()
+        _set_num_threads_if_needed(num_processes=self.num_processes)
+        return function(*args, **kwargs)
+
     def _call_children_scripts(self) -> None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -114,12 +162,25 @@ def keep_gates_through_layer_sync(strategy) -> None:
         strategy._layer_sync = GateKeepingSyncBatchNorm()
 
 
-def end_process_group() -> None:
-    """Called by train() after a job: tear the group down so the next job of a sweep can start its own."""
+def end_process_group(wait_s: float = 60.0) -> None:
+    """Called after a job, finished (train()) or failed (the entry point): tear the group down so the next job of a
+    sweep can start its own. On the rank that launched the job: stop the job's observer first, then, with the group
+    gone (a rank still waiting in a collective then fails on the closed connection), wait up to ``wait_s`` for the
+    job's other ranks to exit and kill those that have not."""
     import torch.distributed as dist
 
+    observer, procs = _job.pop("observer", None), _job.pop("procs", [])
+    if observer is not None:
+        observer.stopped.set()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    for p in procs:
+        try:
+            p.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            log.warning("rank process %d did not exit %.0f s after the job ended: killed", p.pid, wait_s)
+            p.kill()
+            p.wait()
     if os.environ.get("LOCAL_RANK", "0") == "0" and "SLURM_PROCID" not in os.environ and \
             "TORCHELASTIC_RUN_ID" not in os.environ:
         for k in ("MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK"):

@@ -106,6 +106,7 @@ ejob() {
   local dir=$OUT/$rel
   if finished "$dir"; then echo "[cpu_results] done: $rel"; return 0; fi
   [[ -f $ckpt ]] || { echo "[cpu_results] $rel: $ckpt not there yet; skipped"; return 0; }
+  ckpt=$(cd "$(dirname "$ckpt")" && pwd)/$(basename "$ckpt")  # absolute: the report charges its run's budget
   echo "[cpu_results] eval: $rel"
   local ebase=(data=t91) t0 s0 rc=0
   [[ $SMOKE == 1 ]] && ebase=(data=embedded data.val_max_images=1 cost.latency=false)

@@ -103,6 +103,28 @@ def test_a_crash_on_one_rank_neither_hangs_nor_loses_the_checkpoint(tmp_path):
     assert 3 <= torch.load(ckpt, weights_only=True, map_location="cpu")["global_step"] <= 4
 
 
+@pytest.mark.slow
+def test_a_failed_ddp_job_leaves_the_next_job_of_a_multirun_intact(tmp_path):
+    """Job 0 is refused in its callbacks' setup, after rank 1 started (the teacher lacks a layer): its process group
+    ends with it (else job 1 reuses it and fails on rank 1's closed connection) and its rank 1 exiting with an
+    error does not kill the process running job 1 (Lightning's child observer would). Job 1 finishes."""
+    from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
+
+    t1, t2 = (save_ckpt(tiny_generator(**{**SPEC, "res_blocks": b}), {**SPEC, "res_blocks": b}, tmp_path / f"t{b}.ckpt")
+              for b in (1, 2))
+    sweep = tmp_path / "sweep"
+    p = run_cli("train.py", ["-m", *SMOKE, "compression=distill", "compression.distill.output_weight=0",
+                             "compression.distill.features=[{student:body.0,teacher:body.1}]",
+                             f"compression.distill.teacher={t1},{t2}", "trainer=ddp_cpu", "trainer.devices=2",
+                             "cost.latency=false", f"hydra.sweep.dir={sweep}"], timeout=300, check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    failed, finished = (json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1"))
+    assert failed["status"] == "failed" and "the teacher has no layer 'body.1'" in failed["error"]
+    assert "error (rank 1)" in (sweep / "0" / "ddp_rank1.log").read_text()  # the refusal was reached under DDP
+    assert finished["status"] == "finished" and finished["world_size"] == 2, out[-3000:]
+
+
 @pytest.mark.matrix  # make test-matrix (the full path matrix): the matrix's (b) column runs channel_sparsity+distill under DDP
 @pytest.mark.slow
 def test_channel_sparsity_with_distillation_under_ddp_equals_a_single_process(tmp_path):

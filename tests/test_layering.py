@@ -27,6 +27,7 @@ PKG = Path(__file__).resolve().parents[1] / "lightning_sr"
 FUNCTION_LEVEL = {
     ("lightning_sr.cli", "lightning_sr.run"): "Lightning import time: lsr-data, export, upscale import cli",
     ("lightning_sr.cli", "lightning_sr.loggers"): "same as lightning_sr.run",
+    ("lightning_sr.cli", "lightning_sr.strategies"): "same as lightning_sr.run (and only after a failed job)",
     # pending: networks/registry.py (gates are attached while a state dict is read; a cycle to break)
     ("lightning_sr.networks.registry", "lightning_sr.networks.gates"): "pending: networks/registry.py is being reworked",
 }

@@ -16,6 +16,7 @@ from lightning_sr.report.compare import (
     add_deltas,
     add_reproduced,
     budget_warning,
+    eval_budget,
     find_reference,
     group_rows,
     images_seen,
@@ -130,7 +131,7 @@ def collect(sweep_dir: str | Path, published: str | None = None, reference: str 
             seen = images_seen(j)
             if seen is not None:
                 row["images_seen"] = seen
-            before = init_budget(j)
+            before = init_budget(j) or eval_budget(j)  # an evaluation: the budget of the checkpoint it measured
             if before is not None:  # started from a trained checkpoint: its training counts in the budget
                 row["steps_total"] = int(row.get("global_step") or 0) + before[0]
                 row["images_total"] = int(seen or 0) + before[1]

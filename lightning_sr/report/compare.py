@@ -220,6 +220,22 @@ def init_budget(job: Job, depth: int = 8) -> tuple[int, int] | None:
     return (steps + more[0], seen + more[1]) if more else (steps, seen)
 
 
+def eval_budget(job: Job) -> tuple[int, int] | None:
+    """(steps, images) behind the checkpoint an evaluation job measured (evaluate.py: its metrics.json has
+    ``ckpt_path`` and no ``global_step``): that checkpoint's run and the chain it started from, so an evaluated
+    int8 program or teacher shows the training budget it stands for. None for training jobs or unreadable runs."""
+    m = job.metrics or {}
+    ckpt = m.get("ckpt_path")
+    if not ckpt or m.get("global_step") is not None:
+        return None
+    parent = load_job(Path(str(ckpt)).expanduser().parent.parent)  # <run>/checkpoints/<file>
+    if not parent.metrics or parent.status != "finished" or parent.metrics.get("global_step") is None:
+        return None
+    steps, seen = int(parent.metrics["global_step"]), images_seen(parent) or 0
+    more = init_budget(parent)
+    return (steps + more[0], seen + more[1]) if more else (steps, seen)
+
+
 def budget_warning(units: list[Unit]) -> str | None:
     """One line when the measured jobs compared here (across rows, or the seeds of one row) trained for different
     steps or images."""

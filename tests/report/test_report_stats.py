@@ -281,6 +281,23 @@ def test_budget_counts_the_checkpoint_a_job_started_from(seed_sweep, tmp_path):
         m[scratch] | {"global_step": 4, "images_seen": m[student]["images_seen"] + m[teacher]["images_seen"]}))
     assert "different training budgets" not in " ".join(collect(sweep).warnings)
 
+    # an evaluation job (evaluate.py: ckpt_path, no global_step) of the student's checkpoint stands for the
+    # student's budget, its start included; the same of the scratch job for the scratch job's own
+    for name, of in (("eval_student", student), ("eval_scratch", scratch)):
+        ev = sweep / name
+        shutil.copytree(of, ev)
+        em = {k: v for k, v in m[of].items() if k not in ("global_step", "images_seen", "batches")}
+        (ev / "metrics.json").write_text(json.dumps(em | {"ckpt_path": str(of / "checkpoints" / "last.ckpt")}))
+        cfg = OmegaConf.load(ev / ".hydra" / "config.yaml")
+        cfg.model.init_from, cfg.name = None, name  # evaluate.py starts no training
+        OmegaConf.save(cfg, ev / ".hydra" / "config.yaml")
+        ov = [o for o in yaml.safe_load((ev / ".hydra" / "overrides.yaml").read_text()) if "init_from" not in o]
+        (ev / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(ov + [f"name={name}"]))
+    rows = {r["job"]: r for r in collect(sweep).measured()}
+    assert rows["eval_student"]["steps_total"] == 4
+    assert rows["eval_student"]["images_total"] == rows["student"]["images_total"]
+    assert rows["eval_scratch"]["steps_total"] == 4 and "global_step" not in rows["eval_scratch"]
+
 
 # ----- LapSRN's x4 table ------------------------------------------------------------------------------------------
 def test_lapsrn_table_is_selected_by_t91_data_and_checks_bicubic(tmp_path):
