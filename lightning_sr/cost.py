@@ -21,6 +21,7 @@ import io
 import platform
 import statistics
 import time
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -80,13 +81,16 @@ def cpu_latency_ms(model: nn.Module, input_size=(3, 128, 128), warmup: int = 2, 
 
 
 def compiled_latency_ms(models: dict[str, nn.Module], input_size=(3, 128, 128), warmup: int = 2, repeats: int = 5,
-                        threads: int | None = None, compiled: bool = True) -> tuple[dict[str, float], int]:
+                        threads: int | None = None, compiled: bool | Collection[str] = True
+                        ) -> tuple[dict[str, float], int]:
     """({name: median ms}, threads) of batch-1 forwards of several models timed in alternated rounds (one forward
-    of each per round), compiled (:func:`compile_cpu`) or eager, with the same ``threads``."""
+    of each per round), compiled (:func:`compile_cpu`) or eager, with the same ``threads``. ``compiled``: all
+    (True), none (False), or the names of the models to compile (int8 programs beside eager fp32 models)."""
+    comp = set(models) if compiled is True else set() if compiled is False else set(compiled)
     fns = {}
     for k, model in models.items():
         m = copy.deepcopy(model).cpu().eval()
-        fns[k] = compile_cpu(m) if compiled else m
+        fns[k] = compile_cpu(m) if k in comp else m
     x = torch.rand(1, *input_size)
     old = torch.get_num_threads()
     n = threads or old
@@ -94,8 +98,8 @@ def compiled_latency_ms(models: dict[str, nn.Module], input_size=(3, 128, 128), 
     times: dict[str, list[float]] = {k: [] for k in fns}
     try:
         with torch.inference_mode():
-            for f in fns.values():
-                for _ in range(warmup + (1 if compiled else 0)):
+            for k, f in fns.items():
+                for _ in range(warmup + (1 if k in comp else 0)):  # a compiled model's first call compiles
                     f(x)
             for _ in range(repeats):
                 for k, f in fns.items():

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from lightning_sr.report.results_doc import read_latency
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = {
     "fp32": (["teacher", "q2", "q3", "q4", "q5", "q8", "q9"],
@@ -58,6 +60,16 @@ def test_cpu_results_smoke_runs_every_question_and_resumes(part, tmp_path):
         assert len(measured) >= 2, name
         assert sum(r.get("reference") == "reference" for r in measured) == 1, name
         assert any(k.endswith("/delta_psnr") and r[k] not in ("", "reference") for r in measured for k in r), name
+        # every row's budget, evaluation jobs (q6, q7) included: the steps behind the checkpoint they measured
+        assert all(r.get("steps_total") or r.get("global_step") for r in measured), name
+        # the rows' latency side by side in one process (the video questions: none)
+        label = "name" if "name" in rows[0] else "job"
+        side = read_latency(out / "reports" / name)
+        if name.startswith("q9"):
+            assert not side, name
+        else:
+            assert {r[label] + (" (int8)" if r["source"] == "int8" else "") for r in measured} <= set(side), name
+            assert sorted(v["ratio"] for v in side.values()).count("1.000") >= 1, name
     doc = (out / "results.md").read_text()
     for name in reports:  # the document's tables are the reports', none left empty
         block = doc.split(f"<!-- report:{name} -->")[1].split(f"<!-- /report:{name} -->")[0]

@@ -28,6 +28,16 @@ METRICS = (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".4f"), ("lpips", "LPIPS", 
            ("tlp", "tLP100", ".3f"))
 DELTAS = (("psnr", "ΔPSNR", "+.3f"), ("lpips", "ΔLPIPS", "+.4f"))
 MEASURED = ("measured", "int8")
+LATENCY_FILE = "latency.csv"  # written by lightning_sr.report.latency: the rows timed side by side in one process
+
+
+def read_latency(report_dir: Path) -> dict[str, dict[str, str]]:
+    """{row: its line of the report's latency.csv} ({} when the rows were not timed side by side)."""
+    p = Path(report_dir) / LATENCY_FILE
+    if not p.is_file():
+        return {}
+    with open(p, newline="") as f:
+        return {r["row"]: r for r in csv.DictReader(f)}
 
 
 def _f(v: str, fmt: str) -> str:
@@ -57,8 +67,9 @@ def compact_table(report_csv: Path) -> str:
     label = "name" if "name" in header else "job"
     ref = next((r.get(label) or r.get("job", "") for r in rows if r.get("reference") == "reference"), "")
     cols = ["row", "n", "params", "GMACs"]
-    if any(r.get("latency_ms") for r in rows):
-        cols.append("latency (ms)")
+    side = read_latency(report_csv.parent)  # side by side in one process; per-job latencies are not comparable
+    if side:
+        cols.append("CPU latency (ms, side by side)")
     per_set = []
     for s in sets:
         for key, title, fmt in METRICS:
@@ -67,7 +78,7 @@ def compact_table(report_csv: Path) -> str:
         for key, title, fmt in DELTAS:
             if any(r.get(f"{s}/delta_{key}") for r in rows):
                 per_set.append((f"{s}/delta_{key}", f"{s} {title} (95 % CI)", fmt, False))
-    cols += [t for _, t, _, _ in per_set] + ["steps (incl. start)", "train time (s)"]
+    cols += [t for _, t, _, _ in per_set] + ["steps (incl. start)", "train wall time (s)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         name = r.get(label) or r.get("job", "")
@@ -75,8 +86,10 @@ def compact_table(report_csv: Path) -> str:
             name += " (int8)"
         macs = _f(r.get("macs"), "") and format(float(r["macs"]) / 1e9, ".3f")
         cells = [name, r.get("n") or "1", _f(r.get("params"), ",.0f"), macs]
-        if "latency (ms)" in cols:
-            cells.append(_f(r.get("latency_ms"), ".1f"))
+        if side:
+            t = side.get(name)
+            cells.append(f"{_f(t['latency_ms'], '.1f')}" + (f" ({_f(t['ratio'], '.2f')}x)" if t.get("ratio") else "")
+                         if t else "")
         for key, _, fmt, is_metric in per_set:
             v = _f(r.get(key), fmt)
             if is_metric and v and r.get(f"{key}_std"):
@@ -93,6 +106,11 @@ def compact_table(report_csv: Path) -> str:
         cells += [_f(r.get("steps_total") or r.get("global_step"), ",.0f"), _f(r.get("train_time_s"), ",.0f")]
         lines.append("| " + " | ".join(cells) + " |")
     note = f"\n\nΔ: paired difference to `{ref}` per image (and seed); `*`: the 95 % interval excludes 0." if ref else ""
+    if side:
+        any_row = next(iter(side.values()))
+        note += (f" Latency: batch-1 forward on a {any_row['input']} input, median of {any_row['rounds']} alternated "
+                 f"rounds in one process ({any_row['threads']} threads, {any_row['cpu']}); the ratio is to the "
+                 f"reference row.")
     return "\n".join(lines) + note + f"\n\n_From `{report_csv}`._\n"
 
 

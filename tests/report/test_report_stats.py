@@ -363,3 +363,45 @@ def test_results_doc_fills_marked_tables_from_report_csv(tmp_path):
     assert lines[2] == "| scratch8 | 2 | 1,000 | 2.000 | 30.25 ± 0.05 | reference | 9,500 | 600 |"
     assert len(lines) == 3  # the bicubic row is not a measured row
     assert "<!-- report:q9 -->\nNot run yet.\n<!-- /report:q9 -->" in text
+
+
+def test_side_by_side_latency_times_each_row_once_and_fills_the_results_doc(tmp_path):
+    """lightning_sr.report.latency: every row's final model (the first seed of a row; an evaluation job's ckpt_path)
+    loaded and timed in one process, the ratio to the reference row; the results doc shows these, never the per-job
+    latencies of metrics.json (measured at whatever load each job ran under)."""
+    from lightning_sr.report import latency
+    from lightning_sr.report.results_doc import compact_table, read_latency
+    from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
+
+    rep = tmp_path / "reports" / "q"
+    rep.mkdir(parents=True)
+    jobs = {"small_s0": ("small", 1, "last_ckpt"), "small_s1": ("small", 1, "last_ckpt"),
+            "big_s0": ("big", 4, "last_ckpt"), "big_eval": ("big_eval", 4, "ckpt_path")}
+    for job, (name, blocks, key) in jobs.items():
+        d = tmp_path / job
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "config.yaml").write_text(f"name: {name}\n")
+        ck = save_ckpt(tiny_generator(**{**SPEC, "res_blocks": blocks}), {**SPEC, "res_blocks": blocks},
+                       d / "model.ckpt")
+        (d / "metrics.json").write_text(json.dumps({"status": "finished", "name": name, key: str(ck)}))
+        (rep / job).symlink_to(d)
+    rows = latency.measure(rep, reference="name=small", rounds=3)
+    got = {r["row"]: r for r in rows}
+    assert sorted(got) == ["big", "big_eval", "small"]  # small_s1 is small's second seed: not timed again
+    assert got["small"]["ratio"] == "1.000" and got["small"]["model_file"] == str(tmp_path / "small_s0" / "model.ckpt")
+    assert got["big_eval"]["model_file"] == str(tmp_path / "big_eval" / "model.ckpt")
+    assert all(float(r["latency_ms"]) > 0 and r["rounds"] == 3 for r in rows)
+    assert read_latency(rep)["big"]["latency_ms"] == got["big"]["latency_ms"]
+
+    cols = ["name", "source", "reference", "n", "params", "macs", "latency_ms", "Set5/psnr"]
+    with open(rep / "report.csv", "w", newline="") as f:
+        csv.writer(f).writerows([cols, ["small", "measured", "reference", "2", "1", "1e9", "999", "30"],
+                                 ["big", "measured", "", "1", "2", "2e9", "1", "31"]])
+    table = compact_table(rep / "report.csv")
+    lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
+    assert "CPU latency (ms, side by side)" in lines[0]
+    small = float(got["small"]["latency_ms"])
+    assert lines[1].startswith(f"| small | 2 | 1 | 1.000 | {small:.1f} (1.00x) |")
+    assert "999" not in table and "3 alternated rounds in one process" in table
+    (rep / "latency.csv").unlink()  # none measured side by side: no latency column at all
+    assert "latency" not in compact_table(rep / "report.csv").split("_From")[0]
