@@ -21,7 +21,7 @@ import io
 import platform
 import statistics
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -81,11 +81,12 @@ def cpu_latency_ms(model: nn.Module, input_size=(3, 128, 128), warmup: int = 2, 
 
 
 def compiled_latency_ms(models: dict[str, nn.Module], input_size=(3, 128, 128), warmup: int = 2, repeats: int = 5,
-                        threads: int | None = None, compiled: bool | Collection[str] = True
-                        ) -> tuple[dict[str, float], int]:
+                        threads: int | None = None, compiled: bool | Collection[str] = True,
+                        reduce: Callable[[list[float]], float] = statistics.median) -> tuple[dict[str, float], int]:
     """({name: median ms}, threads) of batch-1 forwards of several models timed in alternated rounds (one forward
     of each per round), compiled (:func:`compile_cpu`) or eager, with the same ``threads``. ``compiled``: all
-    (True), none (False), or the names of the models to compile (int8 programs beside eager fp32 models)."""
+    (True), none (False), or the names of the models to compile (int8 programs beside eager fp32 models);
+    ``reduce``: how a model's rounds become one figure (the median; ``min`` on a machine shared with other work)."""
     comp = set(models) if compiled is True else set() if compiled is False else set(compiled)
     fns = {}
     for k, model in models.items():
@@ -108,7 +109,7 @@ def compiled_latency_ms(models: dict[str, nn.Module], input_size=(3, 128, 128), 
                     times[k].append((time.perf_counter() - t0) * 1000)
     finally:
         torch.set_num_threads(old)
-    return {k: statistics.median(v) for k, v in times.items()}, n
+    return {k: reduce(v) for k, v in times.items()}, n
 
 
 def model_cost(model: nn.Module, input_size=(3, 128, 128), latency: bool = True, warmup: int = 2,

@@ -130,8 +130,9 @@ report() {
     ln -sfn "$(cd "$OUT/$j" && pwd)" "$dest/$(echo "$j" | tr / _)"
   done
   "$PY" -m lightning_sr.report "$dest" --reference "$ref"
-  # the rows' CPU latency side by side in one process (per-job latencies were measured at different loads)
-  nice -n "$NICE" "$PY" -m lightning_sr.report.latency "$dest" --reference "$ref" --rounds "$([[ $SMOKE == 1 ]] && echo 3 || echo 20)"
+  # the rows' CPU latency side by side in one process (per-job latencies were measured at different loads); once
+  [[ -f $dest/latency.csv ]] || \
+    nice -n "$NICE" "$PY" -m lightning_sr.report.latency "$dest" --reference "$ref" --rounds "$([[ $SMOKE == 1 ]] && echo 3 || echo 20)"
 }
 teacher_ckpt() { echo "$OUT/teacher/s$1/checkpoints/last.ckpt"; }
 

@@ -90,6 +90,9 @@ def compile_cpu(model: nn.Module):
         with inductor_config.patch(freezing=True), torch.no_grad(), \
                 dynamo_config.patch(recompile_limit=max(dynamo_config.recompile_limit, STATIC_RECOMPILES if ones else 0)):
             if first[0] and not ones:  # one graph for every image size
+                # marked on an alias, not on the caller's tensor: a tensor marked here and then given to another
+                # compiled model (latencies timed side by side on one input) made inductor miscompile that model
+                x = x.detach()
                 torch._dynamo.mark_dynamic(x, x.dim() - 2)
                 torch._dynamo.mark_dynamic(x, x.dim() - 1)
             first[0] = False

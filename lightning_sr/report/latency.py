@@ -3,15 +3,16 @@
 Every job measures its own latency when it ends (``lightning_sr.cost``), at whatever load the machine had then: on
 a shared machine two jobs of one architecture can differ by 3x. A comparison therefore times its rows together:
 each row's final model (a training job's ``last_ckpt``, its ``int8.pt2`` when it wrote one, an evaluation job's
-``ckpt_path``) is loaded and all are timed in alternated rounds with the one timing function
-(:func:`lightning_sr.cost.compiled_latency_ms`: batch-1 forwards on the cost input, medians; int8 programs compiled,
-fp32 models eager), so a busy machine slows every row alike and the ratios hold. Jobs of several seeds share their
-row's architecture: the first is timed. Video generators (two inputs per step) are not timed here::
+``ckpt_path``) is loaded, and all are timed in alternated rounds with the one timing function
+(:func:`lightning_sr.cost.compiled_latency_ms`: batch-1 forwards on the cost input; int8 programs compiled, fp32
+models eager). Each row's figure is its fastest round: other work only ever adds time, in bursts that a median of
+alternated rounds does not always cancel. Jobs of several seeds share their row's architecture: the first is
+timed. Video generators (two inputs per step) are not timed here::
 
     python -m lightning_sr.report.latency outputs/cpu_results/reports/q3_macs50 [--reference name=uniform50]
 
-writes ``latency.csv`` (row, model file, median ms, ratio to the reference row, threads, rounds, CPU) into the
-report folder; ``lightning_sr.report.results_doc`` shows it in place of the per-job latencies.
+writes ``latency.csv`` (row, model file, fastest ms, ratio to the reference row, threads, rounds, CPU) into the
+report folder; ``lightning_sr.report.results_doc`` shows the ratios in place of the per-job latencies.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def measure(report_dir: Path, reference: str | None = None, rounds: int = 20, th
     if not models:
         print(f"[latency] {report_dir}: no image model to time" + (f" ({', '.join(skipped)}: video)" if skipped else ""))
         return []
-    ms, n = compiled_latency_ms(models, input_size, warmup=2, repeats=rounds, threads=threads, compiled=compiled)
+    # the fastest round of each: other work on the machine only ever adds time, and it comes in bursts that a
+    # median of alternated rounds does not always cancel (seen: 4x between two copies of one architecture)
+    ms, n = compiled_latency_ms(models, input_size, warmup=2, repeats=rounds, threads=threads, compiled=compiled,
+                                reduce=min)
     ref = (reference or "").split("=", 1)[-1]
     base = ms.get(ref)
     cpu = cpu_name()

@@ -69,7 +69,7 @@ def compact_table(report_csv: Path) -> str:
     cols = ["row", "n", "params", "GMACs"]
     side = read_latency(report_csv.parent)  # side by side in one process; per-job latencies are not comparable
     if side:
-        cols.append("CPU latency (ms, side by side)")
+        cols.append("CPU latency vs reference (side by side)")
     per_set = []
     for s in sets:
         for key, title, fmt in METRICS:
@@ -88,7 +88,8 @@ def compact_table(report_csv: Path) -> str:
         cells = [name, r.get("n") or "1", _f(r.get("params"), ",.0f"), macs]
         if side:
             t = side.get(name)
-            cells.append(f"{_f(t['latency_ms'], '.1f')}" + (f" ({_f(t['ratio'], '.2f')}x)" if t.get("ratio") else "")
+            # the ratio: milliseconds depend on the load at the time of timing (they are in latency.csv)
+            cells.append((f"{_f(t['ratio'], '.2f')}x" if t.get("ratio") else f"{_f(t['latency_ms'], '.1f')} ms")
                          if t else "")
         for key, _, fmt, is_metric in per_set:
             v = _f(r.get(key), fmt)
@@ -108,9 +109,9 @@ def compact_table(report_csv: Path) -> str:
     note = f"\n\nΔ: paired difference to `{ref}` per image (and seed); `*`: the 95 % interval excludes 0." if ref else ""
     if side:
         any_row = next(iter(side.values()))
-        note += (f" Latency: batch-1 forward on a {any_row['input']} input, median of {any_row['rounds']} alternated "
-                 f"rounds in one process ({any_row['threads']} threads, {any_row['cpu']}); the ratio is to the "
-                 f"reference row.")
+        note += (f" Latency: batch-1 forward on a {any_row['input']} input, fastest of {any_row['rounds']} alternated "
+                 f"rounds in one process ({any_row['threads']} threads, {any_row['cpu']}), as a ratio to the "
+                 f"reference row (milliseconds: `latency.csv` beside the report).")
     return "\n".join(lines) + note + f"\n\n_From `{report_csv}`._\n"
 
 

@@ -399,9 +399,9 @@ def test_side_by_side_latency_times_each_row_once_and_fills_the_results_doc(tmp_
                                  ["big", "measured", "", "1", "2", "2e9", "1", "31"]])
     table = compact_table(rep / "report.csv")
     lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
-    assert "CPU latency (ms, side by side)" in lines[0]
-    small = float(got["small"]["latency_ms"])
-    assert lines[1].startswith(f"| small | 2 | 1 | 1.000 | {small:.1f} (1.00x) |")
-    assert "999" not in table and "3 alternated rounds in one process" in table
+    assert "CPU latency vs reference (side by side)" in lines[0]
+    big = float(got["big"]["latency_ms"]) / float(got["small"]["latency_ms"])
+    assert lines[1].startswith("| small | 2 | 1 | 1.000 | 1.00x |") and f"| 2.000 | {big:.2f}x |" in lines[2]
+    assert "999" not in table and "fastest of 3 alternated rounds in one process" in table
     (rep / "latency.csv").unlink()  # none measured side by side: no latency column at all
     assert "latency" not in compact_table(rep / "report.csv").split("_From")[0]

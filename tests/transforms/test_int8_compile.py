@@ -77,3 +77,22 @@ def test_fp32_conv_reading_a_one_channel_conv_compiles_and_matches_eager():
 
 def test_a_model_without_one_channel_convs_keeps_the_dynamic_compilation():
     assert single_channel_convs(tiny_generator(res_blocks=1, channels=8)) == []
+
+
+def test_two_int8_programs_compiled_and_run_on_the_same_input_tensor():
+    """Latencies side by side (lightning_sr.report.latency) give one input tensor to several compiled models. When
+    compile_cpu marked the caller's tensor dynamic, q7's smoke int8 programs (SRResNet-16/8, channel-pruned) failed
+    when compiled second: a stride check of inductor's int8 convolution. compile_cpu marks an alias now. These toy
+    programs run either way (they did not reproduce the miscompile); the q7 smoke report's latency step in `make
+    test-research` is the check that fails without the alias (seen)."""
+    from lightning_sr.cost import compiled_latency_ms
+
+    models = {"wide": int8_of(tiny_generator(res_blocks=1, channels=8).eval(), qat=False),
+              "narrow": int8_of(pruned_to_one({"body_tail.0": 4}), qat=True)}
+    x = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(3))
+    for name, m in models.items():
+        with torch.no_grad():
+            ref = m(x)
+        assert float((compile_cpu(m)(x) - ref).abs().max()) < 5e-3, name
+    ms, _ = compiled_latency_ms(models, (3, 24, 20), warmup=1, repeats=2)
+    assert sorted(ms) == ["narrow", "wide"] and all(v > 0 for v in ms.values())
