@@ -44,8 +44,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         sys.exit(143)
     except (LightningSRError, KeyboardInterrupt) as e:
         msg = f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt) else "interrupted"
+        _end_distributed()  # first: the job's observer stops before a slow W&B finish in _record_failure
         _record_failure(cfg, msg, atomic_write_text, overrides_of, run_dir_of)
-        _end_distributed()
         if isinstance(e, KeyboardInterrupt):
             raise
         _report_error(e)
@@ -53,9 +53,9 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
             return None
         sys.exit(2)
     except Exception as e:
-        _record_failure(cfg, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", atomic_write_text, overrides_of,
-                        run_dir_of)
+        tb = traceback.format_exc()
         _end_distributed()
+        _record_failure(cfg, f"{type(e).__name__}: {e}\n{tb}", atomic_write_text, overrides_of, run_dir_of)
         raise
 
 

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
@@ -174,13 +175,18 @@ def end_process_group(wait_s: float = 60.0) -> None:
         observer.stopped.set()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-    for p in procs:
-        try:
-            p.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            log.warning("rank process %d did not exit %.0f s after the job ended: killed", p.pid, wait_s)
-            p.kill()
-            p.wait()
+    deadline = time.monotonic() + wait_s  # one deadline for all the job's ranks
+    try:
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("rank process %d did not exit %.0f s after the job ended: killed", p.pid, wait_s)
+    finally:  # also when interrupted while waiting: no rank outlives its job
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     if os.environ.get("LOCAL_RANK", "0") == "0" and "SLURM_PROCID" not in os.environ and \
             "TORCHELASTIC_RUN_ID" not in os.environ:
         for k in ("MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK"):

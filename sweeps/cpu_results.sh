@@ -123,16 +123,24 @@ vjob() {  # a video job: the image benchmark sets do not apply
 }
 # a report over some job folders: report DEST REFERENCE JOB... (job folders are linked into DEST)
 report() {
-  local dest=$OUT/reports/$1 ref=$2; shift 2
-  mkdir -p "$dest"
+  local dest=$OUT/reports/$1 ref=$2 name=$1; shift 2
   for j in "$@"; do
-    finished "$OUT/$j" || { echo "[cpu_results] report $1: $j not finished; skipped"; return 0; }
-    ln -sfn "$(cd "$OUT/$j" && pwd)" "$dest/$(echo "$j" | tr / _)"
+    finished "$OUT/$j" || { echo "[cpu_results] report $name: $j not finished; skipped"; return 0; }
   done
+  mkdir -p "$dest"
+  find "$dest" -maxdepth 1 -type l -delete  # this comparison's jobs only (not those of an earlier version)
+  for j in "$@"; do ln -sfn "$(cd "$OUT/$j" && pwd)" "$dest/$(echo "$j" | tr / _)"; done
   "$PY" -m lightning_sr.report "$dest" --reference "$ref"
-  # the rows' CPU latency side by side in one process (per-job latencies were measured at different loads); once
-  [[ -f $dest/latency.csv ]] || \
-    nice -n "$NICE" "$PY" -m lightning_sr.report.latency "$dest" --reference "$ref" --rounds "$([[ $SMOKE == 1 ]] && echo 3 || echo 20)"
+  # the rows' CPU latency side by side in one process (per-job latencies were measured at different loads): once
+  # per set of jobs; a failure is reported and the programme goes on
+  if [[ ! -f $dest/latency.csv || "$(cat "$dest/.latency_jobs" 2>/dev/null)" != "$*" ]]; then
+    if nice -n "$NICE" "$PY" -m lightning_sr.report.latency "$dest" --reference "$ref" \
+         --rounds "$([[ $SMOKE == 1 ]] && echo 3 || echo 20)"; then
+      echo "$*" > "$dest/.latency_jobs"
+    else
+      rm -f "$dest/latency.csv"; echo "[cpu_results] report $name: latency side by side failed; table without it"
+    fi
+  fi
 }
 teacher_ckpt() { echo "$OUT/teacher/s$1/checkpoints/last.ckpt"; }
 
