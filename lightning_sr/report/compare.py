@@ -205,6 +205,17 @@ def images_seen(job: Job) -> int | None:
     return None
 
 
+def run_budget(run_dir: Path, depth: int = 8) -> tuple[int, int] | None:
+    """(steps, images) of a finished training run and of the checkpoint chain it started from; None when the run
+    is unfinished or not readable."""
+    run = load_job(run_dir)
+    if not run.metrics or run.status != "finished":
+        return None
+    steps, seen = int(run.metrics.get("global_step") or 0), images_seen(run) or 0
+    more = init_budget(run, depth - 1)
+    return (steps + more[0], seen + more[1]) if more else (steps, seen)
+
+
 def init_budget(job: Job, depth: int = 8) -> tuple[int, int] | None:
     """(steps, images) of the checkpoint chain a job started from (``model.init_from``: that run's folder's
     metrics.json, and its own start, recursively): the training a compressed or fine-tuned model already had.
@@ -212,12 +223,7 @@ def init_budget(job: Job, depth: int = 8) -> tuple[int, int] | None:
     path = job.select("model.init_from")
     if not path or depth == 0:
         return None
-    parent = load_job(Path(str(path)).expanduser().parent.parent)  # <run>/checkpoints/last.ckpt; none: unfinished
-    if not parent.metrics or parent.status != "finished":
-        return None
-    steps, seen = int(parent.metrics.get("global_step") or 0), images_seen(parent) or 0
-    more = init_budget(parent, depth - 1)
-    return (steps + more[0], seen + more[1]) if more else (steps, seen)
+    return run_budget(Path(str(path)).expanduser().parent.parent, depth)  # <run>/checkpoints/last.ckpt
 
 
 def eval_budget(job: Job) -> tuple[int, int] | None:
@@ -225,15 +231,9 @@ def eval_budget(job: Job) -> tuple[int, int] | None:
     ``ckpt_path`` and no ``global_step``): that checkpoint's run and the chain it started from, so an evaluated
     int8 program or teacher shows the training budget it stands for. None for training jobs or unreadable runs."""
     m = job.metrics or {}
-    ckpt = m.get("ckpt_path")
-    if not ckpt or m.get("global_step") is not None:
+    if not m.get("ckpt_path") or m.get("global_step") is not None:
         return None
-    parent = load_job(Path(str(ckpt)).expanduser().parent.parent)  # <run>/checkpoints/<file>
-    if not parent.metrics or parent.status != "finished" or parent.metrics.get("global_step") is None:
-        return None
-    steps, seen = int(parent.metrics["global_step"]), images_seen(parent) or 0
-    more = init_budget(parent)
-    return (steps + more[0], seen + more[1]) if more else (steps, seen)
+    return run_budget(Path(str(m["ckpt_path"])).expanduser().parent.parent)  # <run>/checkpoints/<file>
 
 
 def budget_warning(units: list[Unit]) -> str | None:
