@@ -205,25 +205,51 @@ def images_seen(job: Job) -> int | None:
     return None
 
 
-def run_budget(run_dir: Path, depth: int = 8) -> tuple[int, int] | None:
+def run_budget(run_dir: Path, depth: int = 8, at_step: int | None = None) -> tuple[int, int] | None:
     """(steps, images) of a finished training run and of the checkpoint chain it started from; None when the run
-    is unfinished or not readable."""
+    is unfinished or not readable. ``at_step``: an earlier checkpoint of the run (a ``best-*.ckpt``), charged the
+    steps it had reached and the images in proportion."""
     run = load_job(run_dir)
     if not run.metrics or run.status != "finished":
         return None
     steps, seen = int(run.metrics.get("global_step") or 0), images_seen(run) or 0
+    if at_step is not None and 0 <= at_step < steps:
+        steps, seen = at_step, round(seen * at_step / steps)
     more = init_budget(run, depth - 1)
     return (steps + more[0], seen + more[1]) if more else (steps, seen)
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The ``global_step`` a Lightning checkpoint was saved at; None for other files (an int8 program or an exported
+    exit, written from the run's final model) and for unreadable ones."""
+    if path.suffix != ".ckpt" or path.name == "last.ckpt":
+        return None
+    import torch  # only here: the rest of the report reads text files
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not loadable here: charged the run's final budget
+        return None
+    step = ckpt.get("global_step") if isinstance(ckpt, dict) else None
+    return step if isinstance(step, int) else None
+
+
+def checkpoint_budget(path: str | Path, depth: int = 8) -> tuple[int, int] | None:
+    """(steps, images) behind a checkpoint file ``<run>/checkpoints/<file>``: what its run had trained when the file
+    was written (the run's final budget for last.ckpt and the artefacts written from it), plus the chain the run
+    started from."""
+    p = Path(str(path)).expanduser()
+    return run_budget(p.parent.parent, depth, checkpoint_step(p))
+
+
 def init_budget(job: Job, depth: int = 8) -> tuple[int, int] | None:
-    """(steps, images) of the checkpoint chain a job started from (``model.init_from``: that run's folder's
-    metrics.json, and its own start, recursively): the training a compressed or fine-tuned model already had.
-    None when the job started from scratch or the chain's folders are not readable."""
+    """(steps, images) of the checkpoint chain a job started from (``model.init_from``: that checkpoint's run
+    folder's metrics.json, and its own start, recursively): the training a compressed or fine-tuned model already
+    had. None when the job started from scratch or the chain's folders are not readable."""
     path = job.select("model.init_from")
     if not path or depth == 0:
         return None
-    return run_budget(Path(str(path)).expanduser().parent.parent, depth)  # <run>/checkpoints/last.ckpt
+    return checkpoint_budget(str(path), depth)
 
 
 def eval_budget(job: Job) -> tuple[int, int] | None:
@@ -233,7 +259,7 @@ def eval_budget(job: Job) -> tuple[int, int] | None:
     m = job.metrics or {}
     if not m.get("ckpt_path") or m.get("global_step") is not None:
         return None
-    return run_budget(Path(str(m["ckpt_path"])).expanduser().parent.parent)  # <run>/checkpoints/<file>
+    return checkpoint_budget(str(m["ckpt_path"]))
 
 
 def budget_warning(units: list[Unit]) -> str | None:

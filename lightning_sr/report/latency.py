@@ -9,9 +9,11 @@ models eager). Each row's figure is its fastest round: other work only ever adds
 alternated rounds does not always cancel. Jobs of several seeds share their row's architecture: the first is
 timed. Video generators (two inputs per step) are not timed here::
 
-    python -m lightning_sr.report.latency outputs/cpu_results/reports/q3_macs50 [--reference name=uniform50]
+    python -m lightning_sr.report outputs/cpu_results/reports/q3_macs50 --reference name=uniform50
+    python -m lightning_sr.report.latency outputs/cpu_results/reports/q3_macs50
 
-writes ``latency.csv`` (row, model file, fastest ms, ratio to the reference row, threads, rounds, CPU) into the
+reads the rows of the folder's ``report.csv`` (built first; any report: named jobs or a plain multirun) and writes
+``latency.csv`` (row, model file, fastest ms, ratio to the report's reference row, threads, rounds, CPU) into the
 report folder; ``lightning_sr.report.results_doc`` shows the ratios in place of the per-job latencies.
 """
 
@@ -25,36 +27,47 @@ from pathlib import Path
 
 from lightning_sr.checkpoint import load_generator
 from lightning_sr.cost import compiled_latency_ms, cpu_name
+from lightning_sr.errors import ConfigError, LightningSRError
 from lightning_sr.fs import atomic_write
 from lightning_sr.inference import is_recurrent
-from lightning_sr.report.jobs import Job, find_job_dirs, load_job
+from lightning_sr.report.jobs import find_job_dirs, load_job
 from lightning_sr.report.results_doc import LATENCY_FILE as FILE
+from lightning_sr.report.results_doc import measured_rows, row_label
 
 COLUMNS = ("row", "model_file", "latency_ms", "ratio", "threads", "rounds", "input", "cpu")
 
 
-def row_models(jobs: list[Job]) -> dict[str, Path]:
-    """{row name: model file} of the finished jobs, one per row (the first seed); a job's int8 program is a row of
-    its own, "<name> (int8)", as in the report."""
+def row_models(report_dir: Path) -> tuple[dict[str, Path], str]:
+    """({row: model file}, the reference row) of the report in ``report_dir``: its report.csv's measured rows under
+    the names the results table gives them (:func:`~lightning_sr.report.results_doc.row_label`), each timed with its
+    first job's model (a row's seeds share one architecture); an int8 row with that job's ``int8.pt2``."""
+    csv_path = report_dir / "report.csv"
+    if not csv_path.is_file():
+        raise ConfigError(f"{csv_path} is missing: build the report first (python -m lightning_sr.report {report_dir})")
+    header, rows = measured_rows(csv_path)
+    jobs = {j.name: j for j in (load_job(d) for d in find_job_dirs(report_dir))}
     out: dict[str, Path] = {}
-    for j in jobs:
-        m = j.metrics or {}
-        if j.status != "finished":
+    ref = ""
+    for r in rows:
+        label = row_label(r, header)
+        ref = label if r.get("reference") == "reference" else ref
+        job = jobs.get(r.get("job", "").split(",")[0])
+        if job is None or job.status != "finished":
             continue
-        name = str(m.get("name") or j.select("name") or j.name)
-        fp32 = m.get("last_ckpt") or m.get("ckpt_path")
-        if fp32 and name not in out:
-            out[name] = Path(str(fp32)).expanduser()
-        int8 = j.dir / "checkpoints" / "int8.pt2"
-        if m.get("last_ckpt") and int8.is_file() and f"{name} (int8)" not in out:
-            out[f"{name} (int8)"] = int8
-    return out
+        m = job.metrics or {}
+        if r.get("source") == "int8":
+            path = job.dir / "checkpoints" / "int8.pt2"
+        else:
+            path = m.get("last_ckpt") or m.get("ckpt_path")
+        if path and label not in out:
+            out[label] = Path(str(path)).expanduser()
+    return out, ref
 
 
 def measure(report_dir: Path, reference: str | None = None, rounds: int = 20, threads: int | None = None,
             input_size: tuple[int, int, int] = (3, 128, 128)) -> list[dict]:
     """Time the rows of ``report_dir`` side by side and write its ``latency.csv``; returns the rows written."""
-    files = row_models([load_job(d) for d in find_job_dirs(report_dir)])
+    files, ref = row_models(report_dir)
     models, compiled, skipped = {}, [], []
     for name, path in files.items():
         gen, spec = load_generator(path, what=f"{name}'s model")
@@ -71,7 +84,7 @@ def measure(report_dir: Path, reference: str | None = None, rounds: int = 20, th
     # median of alternated rounds does not always cancel (seen: 4x between two copies of one architecture)
     ms, n = compiled_latency_ms(models, input_size, warmup=2, repeats=rounds, threads=threads, compiled=compiled,
                                 reduce=min)
-    ref = (reference or "").split("=", 1)[-1]
+    ref = reference.split("=", 1)[-1] if reference else ref
     base = ms.get(ref)
     cpu = cpu_name()
     rows = [{"row": k, "model_file": str(files[k]), "latency_ms": f"{v:.2f}",
@@ -90,11 +103,16 @@ def measure(report_dir: Path, reference: str | None = None, rounds: int = 20, th
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("report_dir", type=Path)
-    ap.add_argument("--reference", default=None, help="the row the ratios are to (name=X or X)")
+    ap.add_argument("--reference", default=None,
+                    help="the row the ratios are to (name=X or X; default: the report's reference row)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, as the jobs)")
     a = ap.parse_args(argv)
-    measure(a.report_dir, a.reference, a.rounds, a.threads)
+    try:
+        measure(a.report_dir, a.reference, a.rounds, a.threads)
+    except LightningSRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -40,6 +40,21 @@ def read_latency(report_dir: Path) -> dict[str, dict[str, str]]:
         return {r["row"]: r for r in csv.DictReader(f)}
 
 
+def row_label(row: dict[str, str], header: list[str]) -> str:
+    """What a measured row of a report.csv is called in the results table and in ``latency.csv``: its ``name``
+    where the jobs were named, else its job folder(s); an int8 program's row adds " (int8)"."""
+    label = row.get("name") if "name" in header else ""
+    label = label or row.get("job", "")
+    return label + " (int8)" if row.get("source") == "int8" else label
+
+
+def measured_rows(report_csv: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, the measured and int8 rows) of a report.csv."""
+    with open(report_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), [r for r in reader if r.get("source") in MEASURED]
+
+
 def _f(v: str, fmt: str) -> str:
     try:
         return format(float(v), fmt)
@@ -59,13 +74,9 @@ def _sets(header: list[str]) -> list[str]:
 def compact_table(report_csv: Path) -> str:
     """The measured rows of a report.csv as one short markdown table (name, seeds, cost, per set: metrics with
     std, paired differences with their 95 % interval, `*` where it excludes 0; steps incl. the start checkpoint)."""
-    with open(report_csv, newline="") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        rows = [r for r in reader if r.get("source") in MEASURED]
+    header, rows = measured_rows(report_csv)
     sets = _sets(header)
-    label = "name" if "name" in header else "job"
-    ref = next((r.get(label) or r.get("job", "") for r in rows if r.get("reference") == "reference"), "")
+    ref = next((row_label(r, header) for r in rows if r.get("reference") == "reference"), "")
     cols = ["row", "n", "params", "GMACs"]
     side = read_latency(report_csv.parent)  # side by side in one process; per-job latencies are not comparable
     if side:
@@ -81,9 +92,7 @@ def compact_table(report_csv: Path) -> str:
     cols += [t for _, t, _, _ in per_set] + ["steps (incl. start)", "train wall time (s)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        name = r.get(label) or r.get("job", "")
-        if r.get("source") == "int8":
-            name += " (int8)"
+        name = row_label(r, header)
         macs = _f(r.get("macs"), "") and format(float(r["macs"]) / 1e9, ".3f")
         cells = [name, r.get("n") or "1", _f(r.get("params"), ",.0f"), macs]
         if side:

@@ -15,6 +15,7 @@ import yaml
 
 from lightning_sr.report import collect, main, pareto_front, plot_points
 from lightning_sr.report.published import load_published
+from lightning_sr.report.results_doc import compact_table, read_latency
 from tests.conftest import ROOT, SMOKE, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -238,6 +239,14 @@ def test_acceptance_smoke_sweep_wandb_report(tmp_path):
         assert int(r["macs"]) > 0 and float(r["latency_ms"]) > 0 and float(r["embedded/psnr"]) > 10
     md = (sweep / "report.md").read_text()
     assert md.count("| measured | finished |") == 2
+    # the rows timed side by side: a plain multirun (no job names, no reference) gets one latency line per report
+    # row, under the label the results table gives that row
+    subprocess.run([sys.executable, "-m", "lightning_sr.report.latency", str(sweep), "--rounds", "2"],
+                   capture_output=True, text=True, check=True, timeout=300, cwd=ROOT)
+    side = read_latency(sweep)
+    assert sorted(side) == sorted(r["job"] for r in measured) and all(float(v["latency_ms"]) > 0 for v in side.values())
+    table = compact_table(sweep / "report.csv")
+    assert "CPU latency vs reference" in table and all(f"{float(v['latency_ms']):.1f} ms" in table for v in side.values())
     for f in ("psnr_vs_params.png", "psnr_vs_macs.png"):
         assert (sweep / f).read_bytes()[:8] == PNG
 
@@ -374,3 +383,29 @@ window.addEventListener('load', () => {
     assert len(probe_out["imgs"]) == 4 and all(w > 0 for w in probe_out["imgs"]), probe_out
     before, after = probe_out["before"], probe_out["after"]  # two clicks on PSNR: descending
     assert sorted(before, reverse=True) == after and before != after, probe_out
+
+
+def test_budget_of_a_checkpoint_is_what_its_run_had_trained_when_it_was_written(tmp_path):
+    """A job started from, or an evaluation of, an earlier checkpoint of a run (best-*.ckpt) is charged the steps
+    that checkpoint had reached (images in proportion), not the run's final steps; last.ckpt and the artefacts
+    written from the final model (int8.pt2) are charged the whole run; chains add up."""
+    import torch
+
+    from lightning_sr.report.compare import eval_budget, init_budget
+    from lightning_sr.report.jobs import load_job
+
+    teacher = make_job(tmp_path, 0, [], {}, {"status": "finished", "global_step": 100, "images_seen": 1600})
+    (teacher / "checkpoints").mkdir()
+    torch.save({"global_step": 40, "state_dict": {}}, teacher / "checkpoints" / "best-step0000040.ckpt")
+    torch.save({"global_step": 100, "state_dict": {}}, teacher / "checkpoints" / "last.ckpt")
+    best, last = teacher / "checkpoints" / "best-step0000040.ckpt", teacher / "checkpoints" / "last.ckpt"
+    student = make_job(tmp_path, 1, [], {"model": {"init_from": str(best)}},
+                       {"status": "finished", "global_step": 50, "images_seen": 800})
+    assert init_budget(load_job(student)) == (40, 640)
+    for num, ckpt, budget in ((2, best, (40, 640)), (3, last, (100, 1600)), (4, teacher / "checkpoints" / "int8.pt2",
+                                                                            (100, 1600))):
+        ev = make_job(tmp_path, num, [], {}, {"status": "finished", "ckpt_path": str(ckpt)})
+        assert eval_budget(load_job(ev)) == budget, ckpt.name
+    (student / "checkpoints").mkdir()  # a chain: an evaluation of the student's last.ckpt counts its start too
+    ev = make_job(tmp_path, 5, [], {}, {"status": "finished", "ckpt_path": str(student / "checkpoints" / "last.ckpt")})
+    assert eval_budget(load_job(ev)) == (90, 1440)

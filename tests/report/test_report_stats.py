@@ -385,23 +385,29 @@ def test_side_by_side_latency_times_each_row_once_and_fills_the_results_doc(tmp_
                        d / "model.ckpt")
         (d / "metrics.json").write_text(json.dumps({"status": "finished", "name": name, key: str(ck)}))
         (rep / job).symlink_to(d)
-    rows = latency.measure(rep, reference="name=small", rounds=3)
+    # the report's rows (built first): a row's seeds share a line, the reference is the report's
+    cols = ["name", "job", "source", "reference", "n", "params", "macs", "latency_ms", "Set5/psnr"]
+    with open(rep / "report.csv", "w", newline="") as f:
+        csv.writer(f).writerows([cols, ["small", "small_s0,small_s1", "measured", "reference", "2", "1", "1e9", "999",
+                                        "30"],
+                                 ["big", "big_s0", "measured", "", "1", "2", "2e9", "1", "31"],
+                                 ["big_eval", "big_eval", "measured", "", "1", "2", "2e9", "1", "31"],
+                                 ["", "", "published", "", "", "", "", "", "32"]])
+    rows = latency.measure(rep, rounds=3)
     got = {r["row"]: r for r in rows}
     assert sorted(got) == ["big", "big_eval", "small"]  # small_s1 is small's second seed: not timed again
     assert got["small"]["ratio"] == "1.000" and got["small"]["model_file"] == str(tmp_path / "small_s0" / "model.ckpt")
     assert got["big_eval"]["model_file"] == str(tmp_path / "big_eval" / "model.ckpt")
     assert all(float(r["latency_ms"]) > 0 and r["rounds"] == 3 for r in rows)
     assert read_latency(rep)["big"]["latency_ms"] == got["big"]["latency_ms"]
+    again = {r["row"]: r for r in latency.measure(rep, reference="name=big", rounds=3)}  # another reference: asked
+    assert again["big"]["ratio"] == "1.000" and again["small"]["ratio"] != "1.000"
 
-    cols = ["name", "source", "reference", "n", "params", "macs", "latency_ms", "Set5/psnr"]
-    with open(rep / "report.csv", "w", newline="") as f:
-        csv.writer(f).writerows([cols, ["small", "measured", "reference", "2", "1", "1e9", "999", "30"],
-                                 ["big", "measured", "", "1", "2", "2e9", "1", "31"]])
     table = compact_table(rep / "report.csv")
     lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
     assert "CPU latency vs reference (side by side)" in lines[0]
-    big = float(got["big"]["latency_ms"]) / float(got["small"]["latency_ms"])
-    assert lines[1].startswith("| small | 2 | 1 | 1.000 | 1.00x |") and f"| 2.000 | {big:.2f}x |" in lines[2]
+    # the table shows latency.csv's ratios (here to big, the reference asked of the latency tool)
+    assert lines[1].startswith(f"| small | 2 | 1 | 1.000 | {float(again['small']['ratio']):.2f}x |") and "| 2.000 | 1.00x |" in lines[2]
     assert "999" not in table and "fastest of 3 alternated rounds in one process" in table
     (rep / "latency.csv").unlink()  # none measured side by side: no latency column at all
     assert "latency" not in compact_table(rep / "report.csv").split("_From")[0]
