@@ -30,28 +30,30 @@ class KillAt(L.Callback):
     (when the training batch after global step ``step`` starts), ``setup`` (before the compression callbacks, placed
     after this one, change anything) or ``teardown`` (after fit ended, before train.py writes metrics.json). The
     kill happens only while ``marker`` does not exist (it is created just before), so the very same command run
-    again continues instead of dying again."""
+    again continues instead of dying again. ``rank``: under DDP, only that rank is killed (all ranks when None)."""
 
-    def __init__(self, marker: str, step: int = 0, hook: str = "batch"):
+    def __init__(self, marker: str, step: int = 0, hook: str = "batch", rank: int | None = None):
         assert hook in ("batch", "setup", "teardown"), hook
-        self.marker, self.step, self.hook = Path(marker), int(step), hook
+        self.marker, self.step, self.hook, self.rank = Path(marker), int(step), hook, rank
 
-    def _kill(self) -> None:
+    def _kill(self, trainer) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if not self.marker.exists():
             self.marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
 
     def setup(self, trainer, pl_module, stage):
         if self.hook == "setup":
-            self._kill()
+            self._kill(trainer)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.hook == "batch" and trainer.global_step >= self.step:
-            self._kill()
+            self._kill(trainer)
 
     def teardown(self, trainer, pl_module, stage):
         if self.hook == "teardown":
-            self._kill()
+            self._kill(trainer)
 
 
 class KeepModule(L.Callback):

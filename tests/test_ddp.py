@@ -203,3 +203,57 @@ def test_srgan_ddp_training_equals_single_process_training(tmp_path):
     single = _train_weights(tmp_path / "single", extra, 4, ddp=False)
     assert any(k.startswith("discriminator.") for k in ddp)
     _assert_same_training(ddp, single, start, tol=1e-5)  # Adam divides rounding noise by tiny discriminator gradients
+
+
+def _processes_of(run_dir) -> list[str]:
+    """pid + command line of every live process whose command line names ``run_dir`` (the job's ranks)."""
+    from pathlib import Path
+
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and str(run_dir) in cmd:
+            out.append(f"{proc.name}: {cmd[:200]}")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_ddp_run_killed_on_one_rank_resumes_to_the_uninterrupted_run(rank, tmp_path):
+    """trainer=ddp_cpu on 2 processes, SIGKILLed mid-run on one rank (rank 0: the process the scheduler sees, whose
+    rank 1 is left behind; rank 1: a worker lost, its job ended by the launcher's observer): no process of the job
+    outlives it, and the very same command then resumes from the last periodic checkpoint to the uninterrupted DDP
+    run's weights and metrics (1e-6)."""
+    import time
+
+    from lightning_sr.checkpoint import read_checkpoint
+    from tests.matrix.test_resume_matrix import assert_same_run
+
+    marker = tmp_path / "killed.marker"
+    cmd = [*SMOKE, "trainer=ddp_cpu", "trainer.devices=2", "trainer.max_steps=8", "cost.latency=false",
+           "callbacks.last_checkpoint.every_n_steps=2"]
+    ref, run = tmp_path / "uninterrupted", tmp_path / "killed"
+    p = run_cli("train.py", [*cmd, f"hydra.run.dir={ref}"], timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    kill = ["+callbacks.kill._target_=tests.helpers.KillAt", f"+callbacks.kill.marker={marker}",
+            "+callbacks.kill.step=5", f"+callbacks.kill.rank={rank}"]
+    p = run_cli("train.py", [*cmd, *kill, f"hydra.run.dir={run}"], timeout=300, check=False)
+    assert p.returncode != 0 and marker.is_file(), (p.returncode, p.stderr[-3000:])
+    if (run / "metrics.json").exists():  # rank 0 lived on and recorded the failure (rank 1 lost)
+        assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
+    deadline = time.monotonic() + 120  # the other rank ends on its own (a broken collective) or is ended
+    while _processes_of(run) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _processes_of(run), _processes_of(run)
+    step = read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+    # rank 0 killed: the periodic checkpoint before the kill (the steps after it are replayed); rank 1 killed: rank 0
+    # saved its state at the last finished step when the broken collective raised (as after a crash)
+    assert 2 <= step < 5 if rank == 0 else 2 <= step <= 5, step
+    again = run_cli("train.py", [*cmd, *kill, f"hydra.run.dir={run}"], timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout + again.stderr
+    assert_same_run(ref, run)
