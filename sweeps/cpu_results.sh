@@ -188,9 +188,16 @@ run_q3() {
       job "q3/scratch$pct/s$s" name="scratch_uniform$pct" seed=$s $(uniform $pct) trainer.max_steps=$((T_STEPS + FT))
     done
   done
+  # a diagnostic (seed 0): the learned gates with a shorter gating phase (FT/6 steps, then 5 FT/6 of fine-tuning):
+  # does the learned route lose to uniform pruning by its structure or by the fine-tuning steps its gating took?
+  for pct in 50 25; do
+    job "q3/learned${pct}_early/s0" name="learned${pct}_early" seed=0 "$TEACHER" compression=channel_sparsity \
+      compression.channel_sparsity.target_macs=${TARGET[$pct]} compression.channel_sparsity.prune_at_step=$((FT / 6)) \
+      trainer.max_steps=$FT
+  done
   for pct in 50 25; do
     report "q3_macs$pct" "name=uniform$pct" $(for s in $Q3_SEEDS; do
-      echo "q3/uniform$pct/s$s q3/learned$pct/s$s q3/scratch$pct/s$s"; done)
+      echo "q3/uniform$pct/s$s q3/learned$pct/s$s q3/scratch$pct/s$s"; done) "q3/learned${pct}_early/s0"
   done
 }
 
