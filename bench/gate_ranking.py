@@ -130,9 +130,9 @@ for g in groups:
                     "spearman_gate_vs_l1": spearman(gates[g.name], l1[g.name])}
 res["groups"] = info
 
-# expected gate from the proximal shrink alone (no gradient) at step 500
+# the gate the proximal shrink alone (no gradient) gives at the checkpoint's step
 cs_shr = ChannelSparsity(target_macs=a.target_macs, prune_at_step=a.prune_at_step)
-res["prox_only_gate_at_500"] = 1 - cs_shr.rho * sum(cs_shr.current_gate_lr(k, 750) for k in range(a.step))
+res["prox_only_gate"] = 1 - cs_shr.rho * sum(cs_shr.current_gate_lr(k, a.prune_at_step) for k in range(a.step))
 
 # (a) learned: the callback's own selection (removal_now -> _by_budget on |gate|)
 learned = cs._by_budget(gated, gates)
@@ -155,7 +155,7 @@ apply({n: torch.argsort(l1[n], stable=True)[:k].tolist() for n, k in counts.item
 for s in range(3):
     gen = torch.Generator().manual_seed(s)
     apply({n: torch.randperm(len(l1[n]), generator=gen)[:k].tolist() for n, k in counts.items()}, f"C_random_{s}")
-# controls: remove the LARGEST gates with the same counts; uniform 30 % L1 prune of the step-500 model
+# controls: remove the LARGEST gates with the same counts; uniform L1 pruning of the gated model itself
 apply({n: torch.argsort(gates[n], descending=True, stable=True)[:k].tolist() for n, k in counts.items()},
       "D_largest_gates_same_counts")
 g2 = copy.deepcopy(gated)

@@ -220,40 +220,60 @@ def _processes_of(run_dir) -> list[str]:
     return out
 
 
+KILL_CMD = [*SMOKE, "trainer=ddp_cpu", "trainer.devices=2", "trainer.max_steps=8", "cost.latency=false",
+            "callbacks.last_checkpoint.every_n_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_ddp_run(tmp_path_factory):
+    """The DDP run of KILL_CMD, uninterrupted (one per worker: both kill tests are one xdist group)."""
+    ref = tmp_path_factory.mktemp("ddp_kill") / "uninterrupted"
+    p = run_cli("train.py", [*KILL_CMD, f"hydra.run.dir={ref}"], timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return ref
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.xdist_group("ddp_kill")
 @pytest.mark.parametrize("rank", [0, 1])
-def test_a_ddp_run_killed_on_one_rank_resumes_to_the_uninterrupted_run(rank, tmp_path):
+def test_a_ddp_run_killed_on_one_rank_resumes_to_the_uninterrupted_run(rank, uninterrupted_ddp_run, tmp_path):
     """trainer=ddp_cpu on 2 processes, SIGKILLed mid-run on one rank (rank 0: the process the scheduler sees, whose
-    rank 1 is left behind; rank 1: a worker lost, its job ended by the launcher's observer): no process of the job
-    outlives it, and the very same command then resumes from the last periodic checkpoint to the uninterrupted DDP
-    run's weights and metrics (1e-6)."""
+    rank 1 is left behind; rank 1: a worker lost, rank 0 records the failure): no process of the job outlives it,
+    and the very same command then resumes from the last checkpoint to the uninterrupted DDP run's weights and
+    metrics (1e-6)."""
+    import os
+    import signal
     import time
 
     from lightning_sr.checkpoint import read_checkpoint
     from tests.matrix.test_resume_matrix import assert_same_run
 
-    marker = tmp_path / "killed.marker"
-    cmd = [*SMOKE, "trainer=ddp_cpu", "trainer.devices=2", "trainer.max_steps=8", "cost.latency=false",
-           "callbacks.last_checkpoint.every_n_steps=2"]
-    ref, run = tmp_path / "uninterrupted", tmp_path / "killed"
-    p = run_cli("train.py", [*cmd, f"hydra.run.dir={ref}"], timeout=300, check=False)
-    assert p.returncode == 0, p.stderr[-3000:]
+    marker, run = tmp_path / "killed.marker", tmp_path / "killed"
     kill = ["+callbacks.kill._target_=tests.helpers.KillAt", f"+callbacks.kill.marker={marker}",
             "+callbacks.kill.step=5", f"+callbacks.kill.rank={rank}"]
-    p = run_cli("train.py", [*cmd, *kill, f"hydra.run.dir={run}"], timeout=300, check=False)
-    assert p.returncode != 0 and marker.is_file(), (p.returncode, p.stderr[-3000:])
-    if (run / "metrics.json").exists():  # rank 0 lived on and recorded the failure (rank 1 lost)
-        assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
-    deadline = time.monotonic() + 120  # the other rank ends on its own (a broken collective) or is ended
-    while _processes_of(run) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not _processes_of(run), _processes_of(run)
+    try:
+        p = run_cli("train.py", [*KILL_CMD, *kill, f"hydra.run.dir={run}"], timeout=300, check=False)
+        assert p.returncode != 0 and marker.is_file(), (p.returncode, p.stderr[-3000:])
+        if rank == 0:  # killed outright: nothing recorded
+            assert p.returncode == -9 and not (run / "metrics.json").exists()
+        else:  # rank 0 lived on, saw the broken collective and recorded the failure
+            assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
+        deadline = time.monotonic() + 120  # the other rank ends on its own (a broken collective) or is ended
+        while _processes_of(run) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not _processes_of(run), _processes_of(run)
+    finally:  # a failed check leaves no rank behind
+        for line in _processes_of(run):
+            try:
+                os.kill(int(line.split(":")[0]), signal.SIGKILL)
+            except ProcessLookupError:  # ended meanwhile
+                pass
     step = read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
     # rank 0 killed: the periodic checkpoint before the kill (the steps after it are replayed); rank 1 killed: rank 0
     # saved its state at the last finished step when the broken collective raised (as after a crash)
     assert 2 <= step < 5 if rank == 0 else 2 <= step <= 5, step
-    again = run_cli("train.py", [*cmd, *kill, f"hydra.run.dir={run}"], timeout=300, check=False)
+    again = run_cli("train.py", [*KILL_CMD, *kill, f"hydra.run.dir={run}"], timeout=300, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout + again.stderr
-    assert_same_run(ref, run)
+    assert_same_run(uninterrupted_ddp_run, run)

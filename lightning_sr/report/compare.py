@@ -219,27 +219,34 @@ def run_budget(run_dir: Path, depth: int = 8, at_step: int | None = None) -> tup
     return (steps + more[0], seen + more[1]) if more else (steps, seen)
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The ``global_step`` a Lightning checkpoint was saved at; None for other files (an int8 program or an exported
-    exit, written from the run's final model) and for unreadable ones."""
+def _checkpoint_meta(path: Path) -> dict | None:
+    """A .ckpt file's top-level entries (memory-mapped, weights only); None for other files, last.ckpt (the run's
+    final model by definition) and unreadable ones."""
     if path.suffix != ".ckpt" or path.name == "last.ckpt":
         return None
     import torch  # only here: the rest of the report reads text files
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not loadable here: charged the run's final budget
+    except Exception:  # not loadable here: charged its run's final budget
         return None
-    step = ckpt.get("global_step") if isinstance(ckpt, dict) else None
-    return step if isinstance(step, int) else None
+    return ckpt if isinstance(ckpt, dict) else None
 
 
 def checkpoint_budget(path: str | Path, depth: int = 8) -> tuple[int, int] | None:
-    """(steps, images) behind a checkpoint file ``<run>/checkpoints/<file>``: what its run had trained when the file
-    was written (the run's final budget for last.ckpt and the artefacts written from it), plus the chain the run
-    started from."""
+    """(steps, images) behind a checkpoint file: what its run (``<run>/checkpoints/<file>``) had trained when the
+    file was written, plus the chain the run started from. last.ckpt and the int8 programs written at a run's end:
+    the run's final budget; an earlier checkpoint (best-*.ckpt): the ``global_step`` stored in it (images in
+    proportion); an exit or model exported by ``lightning_sr.export`` (wherever it was written): the budget of the
+    checkpoint it was exported from (``lsr_export.source``)."""
     p = Path(str(path)).expanduser()
-    return run_budget(p.parent.parent, depth, checkpoint_step(p))
+    meta = _checkpoint_meta(p) or {}
+    export = meta.get("lsr_export")
+    source = export.get("source") if isinstance(export, dict) else None
+    if source and depth > 0 and Path(str(source)).expanduser().is_file():
+        return checkpoint_budget(source, depth - 1)
+    step = meta.get("global_step")
+    return run_budget(p.parent.parent, depth, step if isinstance(step, int) else None)
 
 
 def init_budget(job: Job, depth: int = 8) -> tuple[int, int] | None:

@@ -32,15 +32,16 @@ from lightning_sr.fs import atomic_write
 from lightning_sr.inference import is_recurrent
 from lightning_sr.report.jobs import find_job_dirs, load_job
 from lightning_sr.report.results_doc import LATENCY_FILE as FILE
-from lightning_sr.report.results_doc import measured_rows, row_label
+from lightning_sr.report.results_doc import measured_rows, row_labels
 
 COLUMNS = ("row", "model_file", "latency_ms", "ratio", "threads", "rounds", "input", "cpu")
 
 
 def row_models(report_dir: Path) -> tuple[dict[str, Path], str]:
     """({row: model file}, the reference row) of the report in ``report_dir``: its report.csv's measured rows under
-    the names the results table gives them (:func:`~lightning_sr.report.results_doc.row_label`), each timed with its
-    first job's model (a row's seeds share one architecture); an int8 row with that job's ``int8.pt2``."""
+    the names the results table gives them (:func:`~lightning_sr.report.results_doc.row_labels`), each timed with
+    the model of its first finished job that has one (a row's seeds share one architecture); an int8 row with that
+    job's ``int8.pt2``. A row without such a job is left out, with one line saying so."""
     csv_path = report_dir / "report.csv"
     if not csv_path.is_file():
         raise ConfigError(f"{csv_path} is missing: build the report first (python -m lightning_sr.report {report_dir})")
@@ -48,19 +49,20 @@ def row_models(report_dir: Path) -> tuple[dict[str, Path], str]:
     jobs = {j.name: j for j in (load_job(d) for d in find_job_dirs(report_dir))}
     out: dict[str, Path] = {}
     ref = ""
-    for r in rows:
-        label = row_label(r, header)
+    for r, label in zip(rows, row_labels(header, rows), strict=True):
         ref = label if r.get("reference") == "reference" else ref
-        job = jobs.get(r.get("job", "").split(",")[0])
-        if job is None or job.status != "finished":
-            continue
-        m = job.metrics or {}
-        if r.get("source") == "int8":
-            path = job.dir / "checkpoints" / "int8.pt2"
+        for name in r.get("job", "").split(","):
+            job = jobs.get(name)
+            if job is None or job.status != "finished":
+                continue
+            m = job.metrics or {}
+            path = job.dir / "checkpoints" / "int8.pt2" if r.get("source") == "int8" else \
+                Path(str(m.get("last_ckpt") or m.get("ckpt_path") or "")).expanduser()
+            if str(path) and path.is_file():
+                out[label] = path
+                break
         else:
-            path = m.get("last_ckpt") or m.get("ckpt_path")
-        if path and label not in out:
-            out[label] = Path(str(path)).expanduser()
+            print(f"[latency] {label}: no finished job of this row has its model file ({r.get('job')}); not timed")
     return out, ref
 
 
@@ -68,6 +70,11 @@ def measure(report_dir: Path, reference: str | None = None, rounds: int = 20, th
             input_size: tuple[int, int, int] = (3, 128, 128)) -> list[dict]:
     """Time the rows of ``report_dir`` side by side and write its ``latency.csv``; returns the rows written."""
     files, ref = row_models(report_dir)
+    if reference:  # name=X, X, or a row label as the results table writes it
+        ref = next((x for x in (reference, reference.split("=", 1)[-1]) if x in files), None)
+        if ref is None:
+            raise ConfigError(f"--reference {reference} matches no timed row of {report_dir / 'report.csv'}; rows: "
+                              f"{', '.join(files)}")
     models, compiled, skipped = {}, [], []
     for name, path in files.items():
         gen, spec = load_generator(path, what=f"{name}'s model")
@@ -84,8 +91,9 @@ def measure(report_dir: Path, reference: str | None = None, rounds: int = 20, th
     # median of alternated rounds does not always cancel (seen: 4x between two copies of one architecture)
     ms, n = compiled_latency_ms(models, input_size, warmup=2, repeats=rounds, threads=threads, compiled=compiled,
                                 reduce=min)
-    ref = reference.split("=", 1)[-1] if reference else ref
     base = ms.get(ref)
+    if base is None:
+        print(f"[latency] {report_dir}: the reference row {ref or '(none)'} was not timed; milliseconds without ratios")
     cpu = cpu_name()
     rows = [{"row": k, "model_file": str(files[k]), "latency_ms": f"{v:.2f}",
              "ratio": f"{v / base:.3f}" if base else "", "threads": n, "rounds": rounds,

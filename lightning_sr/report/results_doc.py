@@ -48,6 +48,14 @@ def row_label(row: dict[str, str], header: list[str]) -> str:
     return label + " (int8)" if row.get("source") == "int8" else label
 
 
+def row_labels(header: list[str], rows: list[dict[str, str]]) -> list[str]:
+    """:func:`row_label` of each row, made unique: a label several rows share (``name`` swept together with another
+    key) gets the row's job folders added, ``b [b_s0]``."""
+    labels = [row_label(r, header) for r in rows]
+    shared = {x for x in labels if labels.count(x) > 1}
+    return [f"{x} [{r.get('job', '')}]" if x in shared else x for x, r in zip(labels, rows, strict=True)]
+
+
 def measured_rows(report_csv: Path) -> tuple[list[str], list[dict[str, str]]]:
     """(header, the measured and int8 rows) of a report.csv."""
     with open(report_csv, newline="") as f:
@@ -76,7 +84,8 @@ def compact_table(report_csv: Path) -> str:
     std, paired differences with their 95 % interval, `*` where it excludes 0; steps incl. the start checkpoint)."""
     header, rows = measured_rows(report_csv)
     sets = _sets(header)
-    ref = next((row_label(r, header) for r in rows if r.get("reference") == "reference"), "")
+    labels = row_labels(header, rows)
+    ref = next((x for x, r in zip(labels, rows, strict=True) if r.get("reference") == "reference"), "")
     cols = ["row", "n", "params", "GMACs"]
     side = read_latency(report_csv.parent)  # side by side in one process; per-job latencies are not comparable
     if side:
@@ -91,8 +100,7 @@ def compact_table(report_csv: Path) -> str:
                 per_set.append((f"{s}/delta_{key}", f"{s} {title} (95 % CI)", fmt, False))
     cols += [t for _, t, _, _ in per_set] + ["steps (incl. start)", "train wall time (s)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        name = row_label(r, header)
+    for r, name in zip(rows, labels, strict=True):
         macs = _f(r.get("macs"), "") and format(float(r["macs"]) / 1e9, ".3f")
         cells = [name, r.get("n") or "1", _f(r.get("params"), ",.0f"), macs]
         if side:

@@ -388,7 +388,8 @@ window.addEventListener('load', () => {
 def test_budget_of_a_checkpoint_is_what_its_run_had_trained_when_it_was_written(tmp_path):
     """A job started from, or an evaluation of, an earlier checkpoint of a run (best-*.ckpt) is charged the steps
     that checkpoint had reached (images in proportion), not the run's final steps; last.ckpt and the artefacts
-    written from the final model (int8.pt2) are charged the whole run; chains add up."""
+    written from the final model (int8.pt2) are charged the whole run; an exported exit, the checkpoint it came
+    from; chains add up."""
     import torch
 
     from lightning_sr.report.compare import eval_budget, init_budget
@@ -406,6 +407,11 @@ def test_budget_of_a_checkpoint_is_what_its_run_had_trained_when_it_was_written(
                                                                             (100, 1600))):
         ev = make_job(tmp_path, num, [], {}, {"status": "finished", "ckpt_path": str(ckpt)})
         assert eval_budget(load_job(ev)) == budget, ckpt.name
+    exported = tmp_path / "elsewhere" / "best-step0000040_exit8.ckpt"  # lightning_sr.export: no global_step of its own
+    exported.parent.mkdir()
+    torch.save({"state_dict": {}, "lsr_export": {"source": str(best), "exit": "exit8"}}, exported)
+    ev = make_job(tmp_path, 6, [], {}, {"status": "finished", "ckpt_path": str(exported)})
+    assert eval_budget(load_job(ev)) == (40, 640)
     (student / "checkpoints").mkdir()  # a chain: an evaluation of the student's last.ckpt counts its start too
     ev = make_job(tmp_path, 5, [], {}, {"status": "finished", "ckpt_path": str(student / "checkpoints" / "last.ckpt")})
     assert eval_budget(load_job(ev)) == (90, 1440)

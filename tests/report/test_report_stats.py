@@ -411,3 +411,38 @@ def test_side_by_side_latency_times_each_row_once_and_fills_the_results_doc(tmp_
     assert "999" not in table and "fastest of 3 alternated rounds in one process" in table
     (rep / "latency.csv").unlink()  # none measured side by side: no latency column at all
     assert "latency" not in compact_table(rep / "report.csv").split("_From")[0]
+
+
+def test_side_by_side_latency_rows_edge_cases(tmp_path, capsys):
+    """A row whose first seed failed is timed with its next finished seed; an int8 row whose program is missing is
+    left out with one line (the others are still timed); two rows sharing a name (name swept with another key) get
+    the job folders added, in latency.csv and in the results table alike; a --reference that matches no row is one
+    line naming the rows."""
+    from lightning_sr.errors import ConfigError
+    from lightning_sr.report import latency
+    from lightning_sr.report.results_doc import compact_table
+    from tests.compression_helpers import SPEC, save_ckpt, tiny_generator
+
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    for job, status in (("a_s0", "failed"), ("a_s1", "finished"), ("b_x1", "finished"), ("b_x2", "finished")):
+        d = tmp_path / job
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "config.yaml").write_text("name: x\n")
+        ck = save_ckpt(tiny_generator(**SPEC), SPEC, d / "model.ckpt")
+        (d / "metrics.json").write_text(json.dumps({"status": status, "last_ckpt": str(ck)}))
+        (rep / job).symlink_to(d)
+    cols = ["name", "model.x", "job", "source", "reference", "n", "params", "macs", "Set5/psnr"]
+    with open(rep / "report.csv", "w", newline="") as f:
+        csv.writer(f).writerows([cols, ["a", "0", "a_s0,a_s1", "measured", "reference", "2", "1", "1e9", "30"],
+                                 ["b", "1", "b_x1", "measured", "", "1", "1", "1e9", "30"],
+                                 ["b", "2", "b_x2", "measured", "", "1", "1", "1e9", "30"],
+                                 ["b", "2", "b_x2", "int8", "", "1", "1", "1e9", "30"]])
+    got = {r["row"]: r for r in latency.measure(rep, rounds=1)}
+    assert sorted(got) == ["a", "b [b_x1]", "b [b_x2]"]
+    assert got["a"]["model_file"] == str(tmp_path / "a_s1" / "model.ckpt") and got["a"]["ratio"] == "1.000"
+    assert "b (int8): no finished job of this row has its model file" in capsys.readouterr().out
+    table = compact_table(rep / "report.csv")
+    assert "| b [b_x1] |" in table and "| b [b_x2] |" in table and "| b (int8) |" in table
+    with pytest.raises(ConfigError, match="--reference model.x=9 matches no timed row .*rows: a, b \\[b_x1\\]"):
+        latency.measure(rep, reference="model.x=9", rounds=1)
