@@ -55,10 +55,12 @@ def row_models(report_dir: Path) -> tuple[dict[str, Path], str]:
             job = jobs.get(name)
             if job is None or job.status != "finished":
                 continue
-            m = job.metrics or {}
-            path = job.dir / "checkpoints" / "int8.pt2" if r.get("source") == "int8" else \
-                Path(str(m.get("last_ckpt") or m.get("ckpt_path") or "")).expanduser()
-            if str(path) and path.is_file():
+            fp32 = (job.metrics or {}).get("last_ckpt") or (job.metrics or {}).get("ckpt_path")
+            if r.get("source") == "int8":
+                path = job.dir / "checkpoints" / "int8.pt2"
+            else:
+                path = Path(str(fp32)).expanduser() if fp32 else None
+            if path is not None and path.is_file():
                 out[label] = path
                 break
         else:

@@ -43,8 +43,7 @@ def read_latency(report_dir: Path) -> dict[str, dict[str, str]]:
 def row_label(row: dict[str, str], header: list[str]) -> str:
     """What a measured row of a report.csv is called in the results table and in ``latency.csv``: its ``name``
     where the jobs were named, else its job folder(s); an int8 program's row adds " (int8)"."""
-    label = row.get("name") if "name" in header else ""
-    label = label or row.get("job", "")
+    label = (row.get("name") if "name" in header else "") or row.get("job", "")
     return label + " (int8)" if row.get("source") == "int8" else label
 
 
